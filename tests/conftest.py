@@ -1,0 +1,19 @@
+"""Test-session setup: quiet TensorFlow, two logical CPU devices for tf.distribute tests.
+
+The logical device split must happen before TensorFlow initialises its devices, so it is done
+at import time of this conftest, which pytest loads before any test module.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+try:
+    tf.config.set_logical_device_configuration(
+        _cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+except RuntimeError:  # Devices were already initialised by an earlier import; keep them.
+    pass
