@@ -1,0 +1,149 @@
+"""Tests of calibrated fusion, sharpening and the pseudo-label variants (wss.pseudo_labels)."""
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from wss import pseudo_labels, resize
+
+
+def np_softmax(x):
+    x = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(x)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def np_sharpen(a, temperature):
+    a = a ** (1.0 / temperature)
+    return a / a.sum(axis=-1, keepdims=True)
+
+
+def np_fusion(p, m, gamma=0.5, temperature=0.5, normalize=True):
+    p = p.astype(np.float64)
+    m = m.astype(np.float64)
+    if normalize:
+        scale = 1.0 / np.sqrt(np.mean(np.concatenate([p, m]) ** 2) + 1e-8)
+        p, m = p * scale, m * scale
+    return np_sharpen(gamma * np_softmax(p) + (1 - gamma) * np_softmax(m), temperature)
+
+
+def _logits(seed, shape=(2, 4, 5, 6)):
+    rng = np.random.default_rng(seed)
+    decoder = rng.normal(scale=4.0, size=shape).astype(np.float32)
+    sgc = rng.normal(loc=1.0, scale=0.7, size=shape).astype(np.float32)
+    return decoder, sgc
+
+
+@pytest.mark.parametrize("gamma,temperature,normalize", [
+    (0.5, 0.5, True), (0.5, 0.5, False), (0.3, 1.0, True), (0.8, 0.25, True)])
+def test_calibrated_fusion_matches_numpy(gamma, temperature, normalize):
+    decoder, sgc = _logits(seed=int(gamma * 10 + temperature * 100))
+    out = pseudo_labels.calibrated_fusion(decoder, sgc, gamma=gamma, temperature=temperature,
+                                          normalize=normalize).numpy()
+    expected = np_fusion(decoder, sgc, gamma, temperature, normalize)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_normalisation_is_one_shared_factor():
+    decoder, sgc = _logits(seed=1)
+    p, m = pseudo_labels.normalize_logits(decoder, sgc)
+    scale = p.numpy() / decoder
+    np.testing.assert_allclose(scale, scale.flat[0], rtol=1e-5)
+    np.testing.assert_allclose(m.numpy() / sgc, scale.flat[0], rtol=1e-5)
+    both = np.concatenate([p.numpy(), m.numpy()])
+    np.testing.assert_allclose(np.mean(both.astype(np.float64) ** 2), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 0.1, 2.0])
+def test_sharpen_matches_numpy(temperature):
+    rng = np.random.default_rng(2)
+    probs = np_softmax(rng.normal(scale=2.0, size=(3, 4, 7)))
+    out = pseudo_labels.sharpen(probs.astype(np.float32), temperature).numpy()
+    np.testing.assert_allclose(out, np_sharpen(probs, temperature), rtol=2e-5, atol=1e-7)
+
+
+def test_sharpen_small_temperature_is_finite():
+    probs = np.array([[1e-4, 2e-4, 1.0 - 3e-4], [0.0, 0.5, 0.5]], np.float32)
+    out = pseudo_labels.sharpen(probs, 0.01).numpy()
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out[0], [0, 0, 1], atol=1e-6)
+    np.testing.assert_allclose(out[1], [0, 0.5, 0.5], atol=1e-6)
+
+
+def test_sources_and_upsampling():
+    decoder, sgc = _logits(seed=3, shape=(2, 9, 9, 4))
+    small = sgc[:, ::2, ::2]  # [2, 5, 5, 4]
+    up = resize.resize_bilinear(small, (9, 9)).numpy()
+    targets, weights = pseudo_labels.make_pseudo_labels(decoder, small, source="fusion")
+    np.testing.assert_allclose(targets.numpy(), np_fusion(decoder, up), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(weights.numpy(), np.ones((2, 9, 9)))
+    targets, _ = pseudo_labels.make_pseudo_labels(decoder, source="decoder", temperature=1.0)
+    np.testing.assert_allclose(targets.numpy(), np_softmax(decoder.astype(np.float64)),
+                               rtol=1e-5, atol=1e-6)
+    targets, _ = pseudo_labels.make_pseudo_labels(decoder, small, source="sgc", temperature=0.5)
+    np.testing.assert_allclose(targets.numpy(), np_sharpen(np_softmax(up), 0.5),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError):
+        pseudo_labels.make_pseudo_labels(decoder, source="fusion")
+    with pytest.raises(ValueError):
+        pseudo_labels.make_pseudo_labels(decoder, sgc, source="average")
+
+
+def test_hard_labels_with_threshold_ignore_exactly_low_confidence_pixels():
+    decoder, sgc = _logits(seed=4, shape=(2, 6, 7, 5))
+    fused = np_fusion(decoder, sgc, temperature=1.0)
+    # A threshold halfway between two neighbouring confidences, away from float ties.
+    confidences = np.sort(fused.max(-1).ravel())
+    threshold = float(0.5 * (confidences[30] + confidences[31]))
+    targets, weights = pseudo_labels.make_pseudo_labels(
+        decoder, sgc, source="fusion", soft=False, threshold=threshold)
+    expected_weights = (fused.max(-1) >= threshold).astype(np.float32)
+    assert 0 < expected_weights.sum() < expected_weights.size  # both cases occur
+    np.testing.assert_array_equal(weights.numpy(), expected_weights)
+    np.testing.assert_array_equal(targets.numpy().argmax(-1), fused.argmax(-1))
+    np.testing.assert_array_equal(targets.numpy().max(-1), 1.0)
+    np.testing.assert_array_equal(targets.numpy().sum(-1), 1.0)
+
+
+def test_soft_labels_threshold_uses_sharpened_confidence():
+    decoder, sgc = _logits(seed=5, shape=(2, 6, 7, 5))
+    expected = np_fusion(decoder, sgc, temperature=0.5)
+    confidences = np.sort(expected.max(-1).ravel())
+    threshold = float(0.5 * (confidences[40] + confidences[41]))
+    targets, weights = pseudo_labels.make_pseudo_labels(
+        decoder, sgc, temperature=0.5, threshold=threshold)
+    np.testing.assert_allclose(targets.numpy(), expected, rtol=1e-5, atol=1e-6)
+    expected_weights = (expected.max(-1) >= threshold).astype(np.float32)
+    assert expected_weights.sum() == confidences.size - 41
+    np.testing.assert_array_equal(weights.numpy(), expected_weights)
+
+
+def test_outputs_are_stop_gradient():
+    decoder, sgc = (tf.Variable(x) for x in _logits(seed=6))
+    with tf.GradientTape() as tape:
+        targets, _ = pseudo_labels.make_pseudo_labels(decoder, sgc)
+        total = tf.reduce_sum(targets * tf.range(6, dtype=tf.float32))
+    assert all(g is None for g in tape.gradient(total, [decoder, sgc]))
+
+
+def test_gin_bindings():
+    decoder, sgc = _logits(seed=7)
+    try:
+        gin.parse_config([
+            "make_pseudo_labels.source = 'decoder'",
+            "make_pseudo_labels.temperature = 1.0",
+        ])
+        targets, _ = pseudo_labels.make_pseudo_labels(decoder, sgc)
+    finally:
+        gin.clear_config()
+    np.testing.assert_allclose(targets.numpy(), np_softmax(decoder.astype(np.float64)),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_precision_inputs():
+    decoder, sgc = _logits(seed=8)
+    out = pseudo_labels.calibrated_fusion(tf.cast(decoder, tf.float16), tf.cast(sgc, tf.float16))
+    assert out.dtype == tf.float32
+    np.testing.assert_allclose(out.numpy(), np_fusion(decoder, sgc), atol=2e-2)
