@@ -1,0 +1,187 @@
+"""Loading DeepLab TF1 checkpoints into `DeepLabV3Plus` through an explicit name table.
+
+Every Keras variable of the model is mapped to the name DeepLab's slim code gives it
+(`xception_65/entry_flow/conv1_1/weights`, `.../BatchNorm/moving_variance`,
+`aspp1_depthwise/depthwise_weights`, `decoder/feature_projection0/weights`,
+`logits/semantic/biases`, PseudoSeg's classifier `xception_65/logits/weights`, ...). The
+table comes from the layers themselves (`DeepLabV3Plus.tf1_variable_table`), so it always
+covers every variable; `deeplab_name_table` returns it as a dict.
+
+The checkpoint is read with `tf.train.load_checkpoint`; optimizer slots and bookkeeping
+variables (`.../Momentum`, `global_step`, ...) are ignored. A shape mismatch raises a
+`ValueError` naming both variables and shapes unless `skip_mismatch=True` (DeepLab's
+`initialize_last_layer=False`, for example an ImageNet checkpoint with a 1001-way
+`xception_65/logits`), in which case the variable keeps its value and is reported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Dict, List, Tuple
+
+import gin
+import numpy as np
+import tensorflow as tf
+
+# Checkpoint entries that are not model variables: optimizer slots and counters.
+_IGNORED_PATTERNS = (
+    r"(^|/)global_step$",
+    r"/(Momentum|Adam|Adam_1|RMSProp|RMSProp_1|Adagrad|ExponentialMovingAverage)$",
+    r"^(beta1_power|beta2_power)$",
+    r"/(biased|local_step)$",
+    r"^_CHECKPOINTABLE_OBJECT_GRAPH$",
+)
+_IGNORED = re.compile("|".join(_IGNORED_PATTERNS))
+
+
+@dataclasses.dataclass
+class CheckpointReport:
+    """What `load_deeplab_checkpoint` did.
+
+    Attributes:
+        path: The checkpoint prefix that was read.
+        loaded: TF1 names restored into the model.
+        skipped: `(tf1_name, model_shape, checkpoint_shape)` left untouched because the
+            shapes differ (only with `skip_mismatch=True`).
+        missing: TF1 names of model variables that the checkpoint lacks (they keep their
+            initial values).
+        unused: Checkpoint names that no model variable maps to (optimizer slots and
+            `global_step` excluded).
+        ignored: Optimizer slots and counters found in the checkpoint.
+    """
+
+    path: str
+    loaded: List[str] = dataclasses.field(default_factory=list)
+    skipped: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]] = dataclasses.field(
+        default_factory=list
+    )
+    missing: List[str] = dataclasses.field(default_factory=list)
+    unused: List[str] = dataclasses.field(default_factory=list)
+    ignored: List[str] = dataclasses.field(default_factory=list)
+
+    def summary(self, max_names: int = 10) -> str:
+        """A readable multi-line summary.
+
+        Args:
+            max_names: How many names to list per category.
+
+        Returns:
+            The summary text.
+        """
+        lines = [
+            f"DeepLab checkpoint {self.path}: loaded {len(self.loaded)}, skipped "
+            f"{len(self.skipped)} (shape mismatch), missing {len(self.missing)}, unused "
+            f"{len(self.unused)}, ignored {len(self.ignored)} (optimizer slots/counters)."
+        ]
+
+        def listing(title, items):
+            if not items:
+                return
+            lines.append(f"  {title}:")
+            for item in items[:max_names]:
+                lines.append(f"    {item}")
+            if len(items) > max_names:
+                lines.append(f"    ... and {len(items) - max_names} more")
+
+        listing(
+            "skipped",
+            [f"{n}: model {list(m)} vs checkpoint {list(c)}" for n, m, c in self.skipped],
+        )
+        listing("missing", self.missing)
+        listing("unused", self.unused)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def deeplab_name_table(model) -> Dict[str, tf.Variable]:
+    """DeepLab TF1 name -> Keras variable for every variable of `model`.
+
+    Args:
+        model: A `DeepLabV3Plus` from `build_deeplab` (built).
+
+    Returns:
+        A dict in network order.
+
+    Raises:
+        ValueError: If the model is not built or two variables map to one name.
+    """
+    table = {}
+    pairs = model.tf1_variable_table()
+    if not pairs:
+        raise ValueError(f"Model {model.name} has no variables; build it first.")
+    for variable, name in pairs:
+        if name in table:
+            raise ValueError(f"Two model variables map to the TF1 name {name!r}.")
+        table[name] = variable
+    unmapped = {id(v) for v in model.variables} - {id(v) for v in table.values()}
+    if unmapped:
+        paths = [v.path for v in model.variables if id(v) in unmapped]
+        raise ValueError(f"Model variables without a TF1 name: {paths}")
+    return table
+
+
+@gin.configurable
+def load_deeplab_checkpoint(model, path: str, skip_mismatch: bool = False) -> CheckpointReport:
+    """Restores a DeepLab TF1 checkpoint into `model`.
+
+    Args:
+        model: A built `DeepLabV3Plus`.
+        path: Checkpoint prefix (`.../model.ckpt-30000`) or a directory holding one.
+        skip_mismatch: Leave variables whose shapes differ untouched instead of raising
+            (DeepLab's `initialize_last_layer=False`).
+
+    Returns:
+        A `CheckpointReport`.
+
+    Raises:
+        ValueError: On a shape mismatch without `skip_mismatch`, naming the model variable,
+            the checkpoint variable and both shapes; or if `path` is not a checkpoint.
+    """
+    if tf.io.gfile.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise ValueError(f"No checkpoint found in directory {path!r}.")
+        path = latest
+    try:
+        reader = tf.train.load_checkpoint(path)
+    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as error:
+        raise ValueError(f"Cannot read a TF checkpoint at {path!r}: {error}") from error
+    checkpoint_shapes = reader.get_variable_to_shape_map()
+    report = CheckpointReport(path=path)
+    table = deeplab_name_table(model)
+
+    assignments = []
+    for name, variable in table.items():
+        if name not in checkpoint_shapes:
+            report.missing.append(name)
+            continue
+        model_shape = tuple(int(d) for d in variable.shape)
+        checkpoint_shape = tuple(int(d) for d in checkpoint_shapes[name])
+        if model_shape != checkpoint_shape:
+            if skip_mismatch:
+                report.skipped.append((name, model_shape, checkpoint_shape))
+                continue
+            raise ValueError(
+                f"Shape mismatch for checkpoint variable {name!r} {list(checkpoint_shape)} "
+                f"-> model variable {variable.path!r} {list(model_shape)} (checkpoint "
+                f"{path!r}). Pass skip_mismatch=True to keep the model's value."
+            )
+        assignments.append((variable, name))
+
+    # Read everything before assigning so that an unreadable tensor leaves the model as is.
+    values = [np.asarray(reader.get_tensor(name)) for _, name in assignments]
+    for (variable, name), value in zip(assignments, values):
+        variable.assign(value.astype(variable.dtype))
+        report.loaded.append(name)
+
+    for name in sorted(checkpoint_shapes):
+        if name in table:
+            continue
+        if _IGNORED.search(name):
+            report.ignored.append(name)
+        else:
+            report.unused.append(name)
+    return report

@@ -1,0 +1,287 @@
+"""Building blocks shared by the backbones and the DeepLabv3+ head.
+
+Every layer here knows the TF1 (slim) variable scope DeepLab gives it, so that the
+checkpoint table in `wss.models.checkpoints` can be generated from the layer tree
+instead of being typed by hand. The conventions follow DeepLab's code
+(`research/deeplab` in tensorflow/models):
+
+* a slim `conv2d` with a normalizer has `weights` and `BatchNorm/{gamma,beta,
+  moving_mean,moving_variance}`, and no bias;
+* DeepLab's "split" separable convolution is a depthwise convolution with its own
+  BatchNorm (scope `<name>_depthwise`) followed by a 1x1 convolution with BatchNorm
+  (scope `<name>_pointwise`);
+* strided convolutions of the backbones pad explicitly ("fixed padding") and then
+  run with VALID padding, so that the result does not depend on whether the input size
+  is even or odd; stride-1 convolutions use SAME padding.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Optional, Sequence, Tuple, Union
+
+import keras
+import tensorflow as tf
+
+BATCH_NORM_SUFFIXES = ("gamma", "beta", "moving_mean", "moving_variance")
+
+
+def scale_dimension(dim: Union[int, tf.Tensor], scale: float) -> Union[int, tf.Tensor]:
+    """Scales a spatial size the way DeepLab does: `int((dim - 1) * scale + 1)`.
+
+    For an integer `dim >= 1` and `scale = 1 / k` this equals `ceil(dim / k)`, which is
+    also the size that a stack of stride-2 convolutions with fixed padding produces.
+
+    Args:
+        dim: A Python int or a scalar integer tensor.
+        scale: The scale factor.
+
+    Returns:
+        The scaled size, a Python int for a Python input, else an int32 tensor.
+    """
+    if isinstance(dim, (tf.Tensor, tf.Variable)):
+        return tf.cast((tf.cast(dim, tf.float32) - 1.0) * scale + 1.0, tf.int32)
+    return int((float(dim) - 1.0) * scale + 1.0)
+
+
+def resize_bilinear(images: tf.Tensor, size) -> tf.Tensor:
+    """Bilinear resize with TF1 `align_corners=True` semantics, keeping the input dtype.
+
+    TF2's `tf.image.resize` has no `align_corners`; the TF1 kernel is still available as
+    `tf.compat.v1.image.resize_bilinear` and is what DeepLab calls.
+
+    Args:
+        images: `[B, H, W, C]` tensor.
+        size: `(new_height, new_width)`, ints or scalar int tensors.
+
+    Returns:
+        The resized tensor with the dtype of `images`.
+    """
+    size = tf.stack([tf.cast(size[0], tf.int32), tf.cast(size[1], tf.int32)])
+    # The kernel behind tf.compat.v1.image.resize_bilinear, without its deprecation log.
+    resized = tf.raw_ops.ResizeBilinear(
+        images=images, size=size, align_corners=True, half_pixel_centers=False
+    )
+    return tf.cast(resized, images.dtype)
+
+
+def fixed_padding(inputs: tf.Tensor, kernel_size: int, rate: int = 1) -> tf.Tensor:
+    """Pads height and width so that a VALID convolution matches DeepLab's strided convs.
+
+    Args:
+        inputs: `[B, H, W, C]` tensor.
+        kernel_size: Kernel size of the convolution that follows.
+        rate: Atrous rate of that convolution.
+
+    Returns:
+        The padded tensor.
+    """
+    effective = kernel_size + (kernel_size - 1) * (rate - 1)
+    pad_total = effective - 1
+    pad_begin = pad_total // 2
+    pad_end = pad_total - pad_begin
+    return tf.pad(inputs, [[0, 0], [pad_begin, pad_end], [pad_begin, pad_end], [0, 0]])
+
+
+def scaled_depth(depth: int, width_multiplier: float) -> int:
+    """Scales a channel count by `width_multiplier` (at least one channel).
+
+    Args:
+        depth: The full-size channel count.
+        width_multiplier: The scale factor (1.0 for the real network).
+
+    Returns:
+        The scaled channel count.
+    """
+    if width_multiplier == 1.0:
+        return depth
+    return max(1, int(depth * width_multiplier + 0.5))
+
+
+class TF1Named:
+    """Mixin for layers that can list their variables under DeepLab's TF1 names."""
+
+    def tf1_variables(self) -> Iterator[Tuple[keras.Variable, str]]:
+        """Yields `(variable, tf1_name)` pairs, names relative to the owner's scope."""
+        raise NotImplementedError
+
+
+def _batch_norm_variables(bn: keras.layers.BatchNormalization, scope: str):
+    yield bn.gamma, f"{scope}/BatchNorm/gamma"
+    yield bn.beta, f"{scope}/BatchNorm/beta"
+    yield bn.moving_mean, f"{scope}/BatchNorm/moving_mean"
+    yield bn.moving_variance, f"{scope}/BatchNorm/moving_variance"
+
+
+class ConvBN(keras.layers.Layer, TF1Named):
+    """slim `conv2d` with BatchNorm and an optional ReLU (DeepLab's `conv2d_same`).
+
+    Args:
+        filters: Output channels.
+        kernel_size: Square kernel size.
+        tf1_scope: DeepLab's variable scope of this convolution, relative to its network
+            (for example `entry_flow/conv1_1` or `aspp0`).
+        stride: Convolution stride.
+        rate: Atrous rate.
+        activation: `"relu"` or None.
+        explicit_padding: If True and `stride > 1`, pad explicitly and run VALID (slim's
+            `resnet_utils.conv2d_same`); otherwise SAME padding.
+        bn_epsilon: BatchNorm epsilon.
+        bn_momentum: BatchNorm moving-average decay.
+        kernel_initializer: Keras initializer for the kernel.
+        **kwargs: Keras layer arguments (`name`, `dtype`).
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size: int,
+        tf1_scope: str,
+        stride: int = 1,
+        rate: int = 1,
+        activation: Optional[str] = "relu",
+        explicit_padding: bool = True,
+        bn_epsilon: float = 1e-3,
+        bn_momentum: float = 0.9997,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.tf1_scope = tf1_scope
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.rate = rate
+        self.activation = activation
+        self.pad_explicitly = explicit_padding and stride > 1 and kernel_size > 1
+        self.conv = keras.layers.Conv2D(
+            filters,
+            kernel_size,
+            strides=stride,
+            dilation_rate=rate,
+            padding="valid" if self.pad_explicitly else "same",
+            use_bias=False,
+            kernel_initializer=kernel_initializer,
+            name="conv",
+            dtype=self.dtype_policy,
+        )
+        self.bn = keras.layers.BatchNormalization(
+            momentum=bn_momentum, epsilon=bn_epsilon, name="BatchNorm", dtype=self.dtype_policy
+        )
+
+    def call(self, inputs, training=False):
+        x = inputs
+        if self.pad_explicitly:
+            x = fixed_padding(x, self.kernel_size, self.rate)
+        x = self.bn(self.conv(x), training=training)
+        if self.activation == "relu":
+            x = tf.nn.relu(x)
+        return x
+
+    @property
+    def kernel(self) -> keras.Variable:
+        """The convolution kernel `[k, k, C_in, C_out]`."""
+        return self.conv.kernel
+
+    def tf1_variables(self):
+        yield self.conv.kernel, f"{self.tf1_scope}/weights"
+        yield from _batch_norm_variables(self.bn, self.tf1_scope)
+
+
+class SeparableConvBN(keras.layers.Layer, TF1Named):
+    """DeepLab's split separable convolution: depthwise+BN(+ReLU), pointwise+BN(+ReLU).
+
+    Args:
+        filters: Output channels of the pointwise convolution.
+        tf1_scope: Base scope; variables live under `<tf1_scope>_depthwise` and
+            `<tf1_scope>_pointwise`.
+        kernel_size: Depthwise kernel size.
+        stride: Depthwise stride.
+        rate: Depthwise atrous rate.
+        activation: `"relu"` or None, applied after both BatchNorms.
+        explicit_padding: As in `ConvBN`.
+        bn_epsilon: BatchNorm epsilon.
+        bn_momentum: BatchNorm moving-average decay.
+        depthwise_initializer: Keras initializer of the depthwise kernel.
+        pointwise_initializer: Keras initializer of the pointwise kernel.
+        **kwargs: Keras layer arguments.
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        tf1_scope: str,
+        kernel_size: int = 3,
+        stride: int = 1,
+        rate: int = 1,
+        activation: Optional[str] = "relu",
+        explicit_padding: bool = True,
+        bn_epsilon: float = 1e-3,
+        bn_momentum: float = 0.9997,
+        depthwise_initializer="glorot_uniform",
+        pointwise_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.tf1_scope = tf1_scope
+        self.kernel_size = kernel_size
+        self.rate = rate
+        self.activation = activation
+        self.pad_explicitly = explicit_padding and stride > 1
+        self.depthwise = keras.layers.DepthwiseConv2D(
+            kernel_size,
+            strides=stride,
+            dilation_rate=rate,
+            padding="valid" if self.pad_explicitly else "same",
+            use_bias=False,
+            depthwise_initializer=depthwise_initializer,
+            name="depthwise",
+            dtype=self.dtype_policy,
+        )
+        self.depthwise_bn = keras.layers.BatchNormalization(
+            momentum=bn_momentum,
+            epsilon=bn_epsilon,
+            name="depthwise_BatchNorm",
+            dtype=self.dtype_policy,
+        )
+        self.pointwise = ConvBN(
+            filters,
+            1,
+            tf1_scope=f"{tf1_scope}_pointwise",
+            activation=activation,
+            bn_epsilon=bn_epsilon,
+            bn_momentum=bn_momentum,
+            kernel_initializer=pointwise_initializer,
+            name="pointwise",
+            dtype=self.dtype_policy,
+        )
+
+    def call(self, inputs, training=False):
+        x = inputs
+        if self.pad_explicitly:
+            x = fixed_padding(x, self.kernel_size, self.rate)
+        x = self.depthwise_bn(self.depthwise(x), training=training)
+        if self.activation == "relu":
+            x = tf.nn.relu(x)
+        return self.pointwise(x, training=training)
+
+    def tf1_variables(self):
+        scope = f"{self.tf1_scope}_depthwise"
+        yield self.depthwise.depthwise_kernel, f"{scope}/depthwise_weights"
+        yield from _batch_norm_variables(self.depthwise_bn, scope)
+        yield from self.pointwise.tf1_variables()
+
+
+def collect_tf1_variables(
+    layers: Sequence[TF1Named], prefix: str = ""
+) -> Iterator[Tuple[keras.Variable, str]]:
+    """Yields `(variable, prefix + tf1_name)` for a list of `TF1Named` layers.
+
+    Args:
+        layers: Layers that implement `tf1_variables`.
+        prefix: Scope prepended to every name (for example `xception_65/`).
+
+    Yields:
+        `(variable, full TF1 name)` pairs.
+    """
+    for layer in layers:
+        for variable, name in layer.tf1_variables():
+            yield variable, prefix + name
