@@ -1,0 +1,147 @@
+"""Tests of the weak and strong views: alignment, padding, CutOut, label values, flips."""
+
+import numpy as np
+import tensorflow as tf
+
+from wss.data import augment
+
+
+def _seed(i):
+    return tf.constant([i, 17], tf.int64)
+
+
+def _blocks(h=20, w=30):
+    """An image of flat coloured blocks and its label (class = block index), asymmetric."""
+    label = np.zeros((h, w), np.int32)
+    label[: h // 2, : w // 3] = 1
+    label[h // 2:, w // 3: 2 * w // 3] = 2
+    label[:, 2 * w // 3:] = 3
+    label[h - 3:, : w // 3] = 255
+    colours = np.array([[200, 30, 30], [30, 200, 30], [30, 30, 200], [220, 220, 40]], np.uint8)
+    image = colours[np.where(label == 255, 0, label)]
+    return image, label
+
+
+def test_strength_zero_without_cutout_is_identity():
+    image, label = _blocks()
+    for i in range(5):
+        weak = augment.weak_view(image, label, _seed(i), crop_size=(24, 24))
+        strong = augment.strong_view(weak["image"], weak["valid"], _seed(i + 100),
+                                     strength=0.0, cutout_size=0)
+        np.testing.assert_array_equal(strong["strong"].numpy(), weak["image"].numpy())
+        np.testing.assert_array_equal(strong["strong_valid"].numpy(), weak["valid"].numpy())
+
+
+def _one_strong_value_per_weak_value(weak, strong, valid):
+    w = weak[valid > 0].reshape(-1, 3)
+    s = strong[valid > 0].reshape(-1, 3)
+    keys = np.round(w, 3)
+    _, inverse = np.unique(keys, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    worst = 0.0
+    for g in range(inverse.max() + 1):
+        group = s[inverse == g]
+        worst = max(worst, float(np.abs(group - group[0]).max()))
+    return worst
+
+
+def test_jitter_is_one_pixelwise_map_of_the_weak_view():
+    """Jitter is a per-pixel colour map with per-image parameters, so in an aligned pair pixels
+    of equal weak colour have equal strong colour. A shift of one pixel breaks this (checked),
+    so the test detects misalignment, flips or crops that differ between the views."""
+    image, label = _blocks()
+    for i in range(4):
+        weak = augment.weak_view(image, label, _seed(i), crop_size=(32, 32))
+        strong = augment.strong_view(weak["image"], weak["valid"], _seed(i + 50),
+                                     strength=1.0, cutout_size=0)
+        w, s, v = weak["image"].numpy(), strong["strong"].numpy(), weak["valid"].numpy()
+        assert np.abs(s - w).max() > 1.0  # the jitter did something
+        assert _one_strong_value_per_weak_value(w, s, v) < 0.5
+        shifted = np.roll(s, 1, axis=1)
+        assert _one_strong_value_per_weak_value(w, shifted, v) > 5.0
+        # Padding stays the mean pixel in both views.
+        np.testing.assert_array_equal(s[v == 0], 127.5)
+        np.testing.assert_array_equal(w[v == 0], 127.5)
+
+
+def test_cutout_square_only_in_strong_valid():
+    image, label = _blocks(40, 40)
+    weak = augment.weak_view(image, label, _seed(3), crop_size=(40, 40), min_scale=1.0,
+                             max_scale=1.0)
+    strong = augment.strong_view(weak["image"], weak["valid"], _seed(4), strength=0.0,
+                                 cutout_size=10)
+    valid = weak["valid"].numpy()
+    sv = strong["strong_valid"].numpy()
+    cut = (valid == 1) & (sv == 0)
+    assert 0 < cut.sum() <= 100
+    rows, cols = np.nonzero(cut)
+    assert rows.max() - rows.min() < 10 and cols.max() - cols.min() < 10
+    assert np.all(sv <= valid)
+    np.testing.assert_array_equal(strong["strong"].numpy()[cut], 127.5)
+    assert np.all(valid == 1)  # weak valid untouched
+
+
+def test_cutout_mask_size_and_clipping():
+    for i in range(20):
+        mask = augment.cutout_mask(50, 60, _seed(i), size=10).numpy()
+        holes = (mask == 0).sum()
+        assert 0 < holes <= 100
+    assert (augment.cutout_mask(50, 60, _seed(0), size=0).numpy() == 1).all()
+
+
+def test_padding_is_invalid_and_ignored():
+    image, label = _blocks(10, 12)
+    weak = augment.weak_view(image, label, _seed(0), crop_size=(24, 24), min_scale=1.0,
+                             max_scale=1.0)
+    valid = weak["valid"].numpy()
+    assert valid.sum() == 10 * 12
+    np.testing.assert_array_equal(weak["label"].numpy()[valid == 0], 255)
+    np.testing.assert_array_equal(weak["image"].numpy()[valid == 0], 127.5)
+
+
+def test_labels_keep_their_values_through_scaling():
+    rng = np.random.default_rng(0)
+    label = rng.choice([0, 3, 7, 255], size=(20, 30)).astype(np.int32)
+    image = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    for i in range(10):
+        weak = augment.weak_view(image, label, _seed(i), crop_size=(32, 32))
+        assert set(np.unique(weak["label"].numpy())) <= {0, 3, 7, 255}
+
+
+def test_flip_moves_image_label_and_valid_together():
+    image, label = _blocks(10, 12)
+    colours = {tuple(image[label == c][0]): c for c in (1, 2, 3)}
+    seen_left = seen_right = False
+    for i in range(12):
+        weak = augment.weak_view(image, label, _seed(i), crop_size=(16, 16), min_scale=1.0,
+                                 max_scale=1.0)
+        img, lab, valid = (weak[k].numpy() for k in ("image", "label", "valid"))
+        cols = np.nonzero(valid.any(axis=0))[0]
+        if cols.min() == 0:
+            seen_left = True
+        else:
+            seen_right = True
+            assert cols.max() == 15
+        # Every real pixel's label agrees with its colour.
+        for (r, c) in zip(*np.nonzero(valid)):
+            expected = colours.get(tuple(img[r, c].astype(np.uint8)))
+            if expected is not None and lab[r, c] != 255:
+                assert lab[r, c] == expected
+        assert (lab[valid == 0] == 255).all()
+    assert seen_left and seen_right
+
+
+def test_same_seed_same_views():
+    image, label = _blocks()
+    a = augment.weak_view(image, label, _seed(9), crop_size=(24, 24))
+    b = augment.weak_view(image, label, _seed(9), crop_size=(24, 24))
+    for k in a:
+        np.testing.assert_array_equal(a[k].numpy(), b[k].numpy())
+    sa = augment.strong_view(a["image"], a["valid"], _seed(1))
+    sb = augment.strong_view(b["image"], b["valid"], _seed(1))
+    np.testing.assert_array_equal(sa["strong"].numpy(), sb["strong"].numpy())
+
+
+def test_scale_factors_match_deeplab():
+    np.testing.assert_allclose(augment.scale_factors(0.5, 2.0, 0.25).numpy(),
+                               [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0])

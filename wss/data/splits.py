@@ -1,0 +1,157 @@
+"""Split files and the seeded sampling of labelled subsets (PseudoSeg appendix C).
+
+A split file holds one image id per line. An id is `image/filename` without directory and
+extension; lines with a directory or extension (e.g. PseudoSeg's COCO lists,
+`train2017/000000177254`) are reduced to the id the same way, so published lists are used as
+they are. Blank lines and lines starting with `#` are skipped.
+
+Labelled subsets are drawn at random with a seed and re-drawn until every class appears in at
+least one labelled image, as in the paper ("we re-sample until every class is present"). The
+unlabelled (or image-labelled) stream is the rest of the pool, disjoint from the labelled list.
+"""
+
+import os
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Union
+
+import numpy as np
+
+from wss.data.records import image_id
+
+
+def read_split_file(path: str) -> List[str]:
+    """Reads a split file into a list of ids (order kept, duplicates removed).
+
+    Raises:
+      FileNotFoundError: The file does not exist (named).
+      ValueError: The file holds no id (named).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Split file {path} does not exist")
+    ids, seen = [], set()
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            i = image_id(line.split()[0])
+            if i not in seen:
+                seen.add(i)
+                ids.append(i)
+    if not ids:
+        raise ValueError(f"Split file {path} is empty")
+    return ids
+
+
+def write_split_file(ids: Iterable[str], path: str) -> None:
+    """Writes ids one per line (atomically: temporary file, then rename)."""
+    directory = os.path.dirname(path)
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        for i in ids:
+            f.write(f"{i}\n")
+    os.replace(tmp, path)
+
+
+def _count(pool_size: int, fraction_or_count: Union[float, int]) -> int:
+    if isinstance(fraction_or_count, (int, np.integer)) and not isinstance(fraction_or_count, bool):
+        count = int(fraction_or_count)
+    else:
+        fraction = float(fraction_or_count)
+        if not 0.0 < fraction <= 1.0:
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        count = int(round(pool_size * fraction))
+    if not 0 < count <= pool_size:
+        raise ValueError(f"Cannot sample {count} ids out of {pool_size}")
+    return count
+
+
+def sample_labelled_split(
+    ids: Sequence[str],
+    class_sets: Union[Mapping[str, Iterable[int]], Sequence[Iterable[int]]],
+    fraction_or_count: Union[float, int],
+    seed: int = 0,
+    required_classes: Optional[Iterable[int]] = None,
+    max_tries: int = 1000,
+) -> List[str]:
+    """Samples a labelled subset in which every class appears, re-drawing with one RNG.
+
+    Args:
+      ids: The pool of image ids (e.g. VOC train_aug or COCO train2017).
+      class_sets: The classes present in each image, as a mapping id -> classes or a sequence
+        aligned with `ids`. The ignore label (255) is not a class.
+      fraction_or_count: A fraction in (0, 1] of the pool (rounded) or an int count.
+      seed: Seed of the RNG (`numpy.random.default_rng`); the result depends only on the
+        arguments.
+      required_classes: Classes that must all appear; default the union over the pool.
+      max_tries: Draws before giving up.
+
+    Returns:
+      The sampled ids, sorted.
+
+    Raises:
+      ValueError: A required class is absent from the pool, or no draw in `max_tries` covers
+        all of them.
+    """
+    ids = list(ids)
+    if isinstance(class_sets, Mapping):
+        sets = [set(int(c) for c in class_sets[i]) - {255} for i in ids]
+    else:
+        sets = [set(int(c) for c in s) - {255} for s in class_sets]
+        if len(sets) != len(ids):
+            raise ValueError(f"{len(ids)} ids but {len(sets)} class sets")
+    pool_classes: Set[int] = set().union(*sets) if sets else set()
+    required = pool_classes if required_classes is None else set(required_classes)
+    missing = required - pool_classes
+    if missing:
+        raise ValueError(f"Classes {sorted(missing)} appear in no image of the pool")
+    count = _count(len(ids), fraction_or_count)
+    rng = np.random.default_rng(seed)
+    for _ in range(max_tries):
+        chosen = rng.choice(len(ids), size=count, replace=False)
+        covered = set().union(*(sets[i] for i in chosen))
+        if required <= covered:
+            return sorted(ids[i] for i in chosen)
+    raise ValueError(
+        f"No sample of {count} images out of {len(ids)} covered every class in {max_tries} "
+        "draws; use a larger subset"
+    )
+
+
+def complement(pool: Iterable[str], labelled: Iterable[str]) -> List[str]:
+    """The ids of `pool` not in `labelled`, in pool order (the unlabelled stream)."""
+    taken = set(labelled)
+    return [i for i in pool if i not in taken]
+
+
+def class_sets_from_records(file_pattern, num_classes: int) -> Dict[str, Set[int]]:
+    """Maps each record's id to the set of classes of its mask (or its image labels).
+
+    Reads and decodes every mask: for building splits, not for training.
+    """
+    import tensorflow as tf
+
+    from wss.data import records
+
+    files = records.list_files(file_pattern)
+
+    def ids_and_classes(serialized):
+        ex = records.parse_example(serialized, num_classes)
+        present = tf.unique(tf.reshape(ex["label"], [-1]))[0]
+        present = tf.boolean_mask(present, present != records.IGNORE_LABEL)
+        classes = tf.cond(ex["has_mask"], lambda: present, lambda: ex["class_ids"])
+        return ex["id"], classes
+
+    ds = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)
+    ds = ds.map(ids_and_classes, num_parallel_calls=tf.data.AUTOTUNE)
+    out = {}
+    for i, classes in ds:
+        out[i.numpy().decode("utf-8")] = set(classes.numpy().tolist())
+    return out
+
+
+__all__ = [
+    "class_sets_from_records", "complement", "read_split_file", "sample_labelled_split",
+    "write_split_file",
+]
