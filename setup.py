@@ -38,6 +38,7 @@ setup(
     include_package_data=True,
     install_requires=[
         "tensorflow>=2.16,<3",
+        "tensorboard>=2.16",
         "gin-config>=0.5",
         "absl-py>=1.0",
         "numpy>=1.23",

@@ -1,0 +1,182 @@
+"""One experiment's pieces that every entry point shares.
+
+- `import_configurables()` registers every gin configurable of the package, so that a saved
+  `config.gin` parses in `wss.evaluate` and `wss.export` as it did in `wss.train`.
+- `parse_experiment_config()` reads `--gin_file`s, or the `config.gin` that training saved in
+  its log directory.
+- `build_models()` builds the DeepLab model and the SGC head from gin bindings.
+- `make_checkpoint()` / `restore_models()` define the checkpoint layout
+  (`model`, `sgc_head`, `optimizer`, `step`, `iterators`).
+"""
+
+import importlib
+import os
+
+import gin
+import tensorflow as tf
+from absl import logging
+
+from wss import config as config_lib
+
+CONFIG_FILENAME = "config.gin"
+OPERATIVE_CONFIG_FILENAME = "operative_config.gin"
+
+# Modules that define gin configurables; imported before any gin file is parsed.
+_CONFIGURABLE_MODULES = (
+    "wss.models",
+    "wss.models.checkpoints",
+    "wss.sgc",
+    "wss.gradcam",
+    "wss.pseudo_labels",
+    "wss.losses",
+    "wss.data.pipeline",
+    "wss.data.synthetic",
+    "wss.optim",
+    "wss.strategy",
+    "wss.objective",
+    "wss.experiment",
+    "wss.trainer",
+    "wss.evaluation",
+)
+
+
+def import_configurables():
+    """Imports every module that registers gin configurables."""
+    for name in _CONFIGURABLE_MODULES:
+        importlib.import_module(name)
+
+
+# Configurable values usable in gin files, e.g. `DATA_DIR = @synthetic_dataset_dir()`.
+@gin.configurable
+def synthetic_dataset_dir(seed=0, num_train=512, num_val=128):
+    """The built-in synthetic dataset's directory, generated on first use (gin helper)."""
+    from wss.data import synthetic
+
+    return synthetic.ensure_synthetic_dataset(seed=seed, num_train=num_train, num_val=num_val)
+
+
+@gin.configurable
+def join_path(directory, name):
+    """`os.path.join` for gin files: `@join_path(%DATA_DIR, 'train-*.tfrecord')`."""
+    return os.path.join(directory, name)
+
+
+def parse_experiment_config(checkpoint_dir=None, gin_files=(), gin_bindings=(),
+                            finalize=True):
+    """Parses the experiment's gin config.
+
+    Args:
+      checkpoint_dir: a training log directory; its saved `config.gin` is used when no gin file
+        is given.
+      gin_files: gin file paths or packaged config names.
+      gin_bindings: extra bindings, applied last.
+      finalize: lock the config afterwards.
+
+    Returns:
+      The list of parsed gin files.
+
+    Raises:
+      FileNotFoundError: when neither gin files nor a saved config exist.
+    """
+    import_configurables()
+    gin.clear_config()
+    gin_files = list(gin_files)
+    if not gin_files:
+        if checkpoint_dir is None:
+            raise FileNotFoundError("no --gin_file given and no --checkpoint_dir to read one from")
+        saved = os.path.join(
+            checkpoint_dir if tf.io.gfile.isdir(checkpoint_dir) else os.path.dirname(
+                checkpoint_dir), CONFIG_FILENAME)
+        if not tf.io.gfile.exists(saved):
+            raise FileNotFoundError(
+                f"no --gin_file given and --checkpoint_dir={checkpoint_dir} has no "
+                f"{CONFIG_FILENAME}; pass the experiment's --gin_file")
+        gin_files = [saved]
+    return config_lib.parse_gin(gin_files, gin_bindings, finalize=finalize)
+
+
+@gin.configurable
+def build_models(num_classes=gin.REQUIRED, with_sgc_head=True, image_size=(65, 65)):
+    """Builds the DeepLab model and (optionally) the SGC head, both ready to use.
+
+    Model options other than `num_classes` come from gin bindings of `build_deeplab`; SGC
+    options from bindings of `make_sgc_head`. Call inside `strategy.scope()` when training.
+
+    Args:
+      num_classes: classes including background (bind `build_models.num_classes`).
+      with_sgc_head: also build the SGC head.
+      image_size: the dummy input size used to build the SGC head's variables.
+
+    Returns:
+      (model, sgc_head or None).
+    """
+    from wss import sgc
+    from wss.models import build_deeplab
+
+    model = build_deeplab(num_classes=num_classes)
+    sgc_head = None
+    if with_sgc_head:
+        sgc_head = sgc.make_sgc_head(num_classes)
+        dummy = tf.zeros([1, image_size[0], image_size[1], 3], tf.float32)
+        outputs = model(dummy, training=False)
+        features = outputs["features"]
+        sgc.sgc_logits(sgc_head, features["final"], features["penultimate"],
+                       tf.zeros([1, num_classes - 1]), valid=tf.ones(dummy.shape[:3]),
+                       classifier_kernel=model.classifier_kernel, training=False)
+    return model, sgc_head
+
+
+def make_checkpoint(model, sgc_head=None, optimizer=None, step=None, **extra):
+    """The checkpoint layout shared by training, evaluation and export.
+
+    Args:
+      model: the DeepLab model.
+      sgc_head: the SGC head, or None.
+      optimizer: the optimizer, or None.
+      step: the global step variable, or None.
+      **extra: further trackables (e.g. data iterators).
+
+    Returns:
+      A `tf.train.Checkpoint`.
+    """
+    objects = {"model": model}
+    for name, value in (("sgc_head", sgc_head), ("optimizer", optimizer), ("step", step)):
+        if value is not None:
+            objects[name] = value
+    objects.update(extra)
+    return tf.train.Checkpoint(**objects)
+
+
+def latest_checkpoint_path(checkpoint_dir_or_path):
+    """Resolves a log directory or a checkpoint prefix to a checkpoint prefix.
+
+    Raises:
+      FileNotFoundError: naming the directory when it holds no checkpoint.
+    """
+    if tf.io.gfile.isdir(checkpoint_dir_or_path):
+        path = tf.train.latest_checkpoint(checkpoint_dir_or_path)
+        if path is None:
+            raise FileNotFoundError(f"no checkpoint in {checkpoint_dir_or_path}")
+        return path
+    if tf.io.gfile.exists(checkpoint_dir_or_path + ".index"):
+        return checkpoint_dir_or_path
+    raise FileNotFoundError(f"{checkpoint_dir_or_path} is neither a checkpoint directory nor "
+                            "a checkpoint path")
+
+
+def restore_models(checkpoint_dir_or_path, model, sgc_head=None):
+    """Restores model weights (and the SGC head) for inference; optimizer state is skipped.
+
+    Args:
+      checkpoint_dir_or_path: a log directory (latest checkpoint) or a checkpoint prefix.
+      model: the built model.
+      sgc_head: the built SGC head, or None.
+
+    Returns:
+      The checkpoint path that was restored.
+    """
+    path = latest_checkpoint_path(checkpoint_dir_or_path)
+    status = make_checkpoint(model, sgc_head).restore(path).expect_partial()
+    status.assert_existing_objects_matched()
+    logging.info("Restored %s", path)
+    return path

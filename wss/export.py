@@ -1,0 +1,113 @@
+"""Exports a trained model as a SavedModel with a serving signature.
+
+    python -m wss.export --checkpoint_dir=LOGDIR --export_dir=OUT [--gin_file=...]
+
+The SavedModel holds a `tf.Module` whose `serve` function takes `uint8 [None, None, None, 3]`
+images of any size and returns `class_map` (int32 `[B, H, W]`) and `probabilities`
+(float32 `[B, H, W, C]`) at the input resolution. It loads with plain
+`tf.saved_model.load(path).signatures['serving_default']` in a process without `wss`.
+"""
+
+import os
+import sys
+
+import tensorflow as tf
+from absl import app, flags, logging
+
+from wss import experiment
+from wss.resize import resize_bilinear
+
+
+class SegmentationServingModule(tf.Module):
+    """A `tf.Module` wrapping a DeepLab model for serving.
+
+    Args:
+      model: a model from `wss.models.build_deeplab`.
+      name: the module name.
+    """
+
+    def __init__(self, model, name="wss_segmentation"):
+        super().__init__(name=name)
+        self.model = model
+        self.num_classes = model.num_classes
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    def serve(self, images):
+        """Segments a batch of uint8 images; returns class_map and probabilities."""
+        size = tf.shape(images)[1:3]
+        logits = self.model(tf.cast(images, tf.float32), training=False)["logits"]
+        logits = resize_bilinear(tf.cast(logits, tf.float32), size, align_corners=True)
+        probabilities = tf.nn.softmax(logits, axis=-1)
+        class_map = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        return {"class_map": class_map, "probabilities": probabilities}
+
+
+def export_saved_model(model, export_dir):
+    """Writes `model` as a SavedModel with a `serving_default` signature.
+
+    The SavedModel is written to a temporary sibling directory and renamed into place, so an
+    interrupted export never leaves a half-written model at `export_dir`.
+
+    Args:
+      model: a built DeepLab model.
+      export_dir: the output directory; it must not exist yet.
+
+    Returns:
+      `export_dir`.
+
+    Raises:
+      FileExistsError: if `export_dir` exists.
+    """
+    if tf.io.gfile.exists(export_dir):
+        raise FileExistsError(f"--export_dir {export_dir} exists; remove it or choose another")
+    module = SegmentationServingModule(model)
+    temp_dir = export_dir.rstrip("/") + ".tmp-export"
+    if tf.io.gfile.exists(temp_dir):
+        tf.io.gfile.rmtree(temp_dir)
+    tf.saved_model.save(module, temp_dir, signatures={"serving_default": module.serve})
+    tf.io.gfile.rename(temp_dir, export_dir)
+    return export_dir
+
+
+def export_from_checkpoint(checkpoint_dir, export_dir, gin_files=(), gin_bindings=()):
+    """Builds the experiment's model, restores the latest checkpoint, exports it.
+
+    Args:
+      checkpoint_dir: a training log directory (or a checkpoint path).
+      export_dir: the SavedModel directory to create.
+      gin_files: gin files; default: the `config.gin` saved in `checkpoint_dir`.
+      gin_bindings: extra bindings.
+
+    Returns:
+      (export_dir, checkpoint path restored).
+    """
+    experiment.parse_experiment_config(checkpoint_dir, gin_files, gin_bindings)
+    model, _ = experiment.build_models(with_sgc_head=False)
+    path = experiment.restore_models(checkpoint_dir, model=model)
+    export_saved_model(model, export_dir)
+    return export_dir, path
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Defines this tool's command-line flags."""
+    flags.DEFINE_string("checkpoint_dir", None, "Training log directory or checkpoint path.")
+    flags.DEFINE_string("export_dir", None, "Where to write the SavedModel (must not exist).")
+    flags.DEFINE_multi_string("gin_file", [], "Gin files (default: CHECKPOINT_DIR/config.gin).")
+    flags.DEFINE_multi_string("gin_bindings", [], "Extra gin bindings.")
+    flags.mark_flags_as_required(["checkpoint_dir", "export_dir"])
+
+
+def main(argv):
+    del argv
+    export_dir, path = export_from_checkpoint(
+        FLAGS.checkpoint_dir, FLAGS.export_dir, FLAGS.gin_file, FLAGS.gin_bindings)
+    logging.info("Exported %s to %s", path, export_dir)
+    print(f"SavedModel of {path} written to {os.path.abspath(export_dir)}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main, argv=sys.argv)

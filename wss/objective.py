@@ -1,0 +1,181 @@
+"""The PseudoSeg training objective for one replica: model passes, pseudo labels, losses.
+
+Passes per step (semi and weak modes), shared where the semantics allow:
+
+1. Weak view, forward only, outside the gradient tape: decoder logits for the pseudo label,
+   and the backbone features and classifier logits for Grad-CAM. The reference ran the weak
+   decoder in training mode (BatchNorm on batch statistics) and *recomputed* the backbone in
+   inference mode for Grad-CAM. By default we take both from the one training-mode pass
+   (`gradcam_inference_pass=False`): Grad-CAM is a function of the same network on the same
+   image, the batch-statistics features are the ones the classifier is being trained on, and
+   it saves a backbone pass. `gradcam_inference_pass=True` restores the reference's extra
+   inference-mode pass.
+2. Labelled batch, forward and backward: decoder logits (L_s), classifier logits (L_x in semi
+   mode), and the stop-gradient features that feed the SGC head (L_sa, which therefore trains
+   only the head). The reference ran a separate backbone pass for the SGC inputs.
+3. Strong view, forward and backward: decoder logits matched to the pseudo label (L_u) and,
+   in weak mode, classifier logits for L_x on the image-level labels (the reference ran one
+   more backbone pass on the weak view for this).
+
+So a PseudoSeg step runs three backbone passes, two with gradients, against the reference's
+five; the supervised baseline runs one.
+
+Losses are per-replica means; the trainer scales the total by `1 / num_replicas` so that the
+gradient summed over replicas is the gradient of the global mean.
+"""
+
+import gin
+import tensorflow as tf
+
+from wss import gradcam, losses, metrics, pseudo_labels, sgc
+from wss.resize import downsample_mask, resize_like, spatial_size
+
+MODES = ("supervised", "semi", "weak")
+
+
+def _nearest_labels(labels, reference):
+    """Nearest-neighbour resize of int labels `[B, H, W]` to `reference`'s spatial size."""
+    size = tf.shape(reference)[1:3]
+    resized = tf.compat.v1.image.resize_nearest_neighbor(labels[..., tf.newaxis], size)
+    return resized[..., 0]
+
+
+@gin.configurable(denylist=["model", "sgc_head", "mode"])
+class PseudoSegObjective:
+    """Computes the PseudoSeg losses of one replica's batches.
+
+    Args:
+      model: DeepLab model (`wss.models.build_deeplab`).
+      sgc_head: the SGC head (`wss.sgc.make_sgc_head`), or None for a supervised baseline
+        without L_sa.
+      mode: `supervised` (labelled stream only), `semi` (labelled + unlabelled) or `weak`
+        (labelled + image-labelled).
+      use_sgc_loss: train the SGC head with L_sa (needed for fusion pseudo labels).
+      use_classification_loss: train the classifier with L_x.
+      gradcam_inference_pass: recompute Grad-CAM inputs in inference mode (the reference).
+      classifier_threshold: probability above which a class counts as present when no
+        ground-truth image labels exist.
+      weight_decay: DeepLab's L2 factor (4e-5 for Xception, 1e-4 for ResNet).
+      num_bins: calibration bins for the ECE diagnostics.
+    """
+
+    def __init__(self, model, sgc_head=None, mode="semi", use_sgc_loss=True,
+                 use_classification_loss=True, gradcam_inference_pass=False,
+                 classifier_threshold=0.5, weight_decay=4e-5, num_bins=15):
+        if mode not in MODES:
+            raise ValueError(f"PseudoSegObjective.mode={mode!r}; choose one of {MODES}")
+        if mode != "supervised" and sgc_head is None:
+            raise ValueError(f"mode={mode!r} needs an SGC head for its pseudo labels")
+        self.model = model
+        self.sgc_head = sgc_head
+        self.mode = mode
+        self.use_sgc_loss = use_sgc_loss and sgc_head is not None
+        self.use_classification_loss = use_classification_loss
+        self.gradcam_inference_pass = gradcam_inference_pass
+        self.classifier_threshold = classifier_threshold
+        self.weight_decay = weight_decay
+        self.num_bins = num_bins
+
+    @property
+    def uses_unlabelled_stream(self):
+        return self.mode != "supervised"
+
+    @property
+    def trainable_variables(self):
+        variables = list(self.model.trainable_variables)
+        if self.sgc_head is not None:
+            variables += list(self.sgc_head.trainable_variables)
+        return variables
+
+    def _sgc(self, outputs, image_labels, valid, training):
+        features = outputs["features"]
+        logits, _ = sgc.sgc_logits(
+            self.sgc_head, tf.stop_gradient(features["final"]),
+            tf.stop_gradient(features["penultimate"]), image_labels, valid=valid,
+            classifier_kernel=self.model.classifier_kernel, training=training)
+        return tf.cast(logits, tf.float32)
+
+    def pseudo_label_pass(self, batch):
+        """The weak view's forward pass and its pseudo labels (no gradient).
+
+        Args:
+          batch: an unlabelled or image-labelled batch dict.
+
+        Returns:
+          dict with `decoder_logits`, `sgc_logits` (at the decoder resolution), `targets`
+          and `pixel_weights` (from `make_pseudo_labels`).
+        """
+        outputs = self.model(batch["image"], training=True)
+        decoder_logits = tf.stop_gradient(tf.cast(outputs["logits"], tf.float32))
+        cam_outputs = outputs
+        if self.gradcam_inference_pass:
+            cam_outputs = self.model(batch["image"], training=False)
+        known = batch["class_labels"] if self.mode == "weak" else None
+        image_labels = gradcam.image_level_labels(
+            cam_outputs["cls_logits"], known, threshold=self.classifier_threshold)
+        sgc_logits = self._sgc(cam_outputs, image_labels, batch["valid"], training=True)
+        sgc_logits = tf.stop_gradient(resize_like(sgc_logits, decoder_logits))
+        targets, pixel_weights = pseudo_labels.make_pseudo_labels(decoder_logits, sgc_logits)
+        return {"decoder_logits": decoder_logits, "sgc_logits": sgc_logits,
+                "targets": targets, "pixel_weights": pixel_weights}
+
+    def compute_losses(self, labelled, unlabelled=None, pseudo=None):
+        """The losses of one replica, to be called inside a gradient tape.
+
+        Args:
+          labelled: labelled batch dict.
+          unlabelled: unlabelled / image-labelled batch dict (semi and weak modes).
+          pseudo: the result of `pseudo_label_pass(unlabelled)`.
+
+        Returns:
+          (total loss, dict of named scalar losses, dict of strong-view outputs or None).
+        """
+        named = {}
+        out = self.model(labelled["image"], training=True)
+        named["loss_s"] = losses.supervised_loss(out["logits"], labelled["label"])
+        if self.use_classification_loss and self.mode != "weak":
+            named["loss_x"] = losses.classification_loss(out["cls_logits"],
+                                                         labelled["class_labels"])
+        if self.use_sgc_loss:
+            sgc_logits = self._sgc(out, labelled["class_labels"], labelled["valid"],
+                                   training=True)
+            named["loss_sa"] = losses.sgc_loss(sgc_logits, labelled["label"])
+        strong = None
+        if self.mode != "supervised":
+            strong = self.model(unlabelled["strong"], training=True)
+            named["loss_u"] = losses.unlabelled_loss(
+                pseudo["targets"], strong["logits"], unlabelled["strong_valid"],
+                pixel_weights=pseudo["pixel_weights"])
+            if self.use_classification_loss and self.mode == "weak":
+                named["loss_x"] = losses.classification_loss(strong["cls_logits"],
+                                                             unlabelled["class_labels"])
+        named["loss_wd"] = losses.weight_decay_loss(self.model.trainable_variables,
+                                                    weight=self.weight_decay)
+        total = tf.add_n(list(named.values()))
+        return total, named, strong
+
+    def diagnostics(self, unlabelled, pseudo):
+        """Pseudo-label quality against the masks of the unlabelled stream, where it has them.
+
+        Returns:
+          dict of additive statistics (sum them over replicas): reliability bins of the decoder,
+          SGC and fused labels, pixel counts of correct pseudo labels, and the summed confidence.
+        """
+        labels = _nearest_labels(unlabelled["label"], pseudo["decoder_logits"])
+        valid = tf.cast(tf.not_equal(labels, 255), tf.float32)
+        fused = pseudo["targets"]
+        stats = {}
+        for name, probs in (("decoder", tf.nn.softmax(pseudo["decoder_logits"])),
+                            ("sgc", tf.nn.softmax(pseudo["sgc_logits"])),
+                            ("fused", fused)):
+            data = metrics.reliability_data(probs, labels, num_bins=self.num_bins)
+            for key in ("count", "correct", "confidence_sum"):
+                stats[f"{name}_{key}"] = data[key]
+        real = downsample_mask(unlabelled["valid"], spatial_size(fused)) * pseudo["pixel_weights"]
+        stats["pseudo_confidence_sum"] = tf.reduce_sum(tf.reduce_max(fused, axis=-1) * real)
+        stats["pseudo_pixels"] = tf.reduce_sum(real)
+        correct = tf.cast(tf.equal(tf.argmax(fused, -1, output_type=tf.int32), labels),
+                          tf.float32)
+        stats["pseudo_correct"] = tf.reduce_sum(correct * valid)
+        stats["pseudo_labelled_pixels"] = tf.reduce_sum(valid)
+        return stats
