@@ -481,7 +481,8 @@ def scan_records(file_pattern, num_classes: Optional[int] = None) -> int:
     for path in list_files(file_pattern):
         ds = tf.data.TFRecordDataset(path)
         if num_classes is not None:
-            ds = ds.map(lambda s: parse_example(s, num_classes)["filename"])
+            ds = ds.map(tf.autograph.experimental.do_not_convert(
+                lambda s: parse_example(s, num_classes)["filename"]))
         count = 0
         try:
             for _ in ds:

@@ -10,6 +10,7 @@ least one labelled image, as in the paper ("we re-sample until every class is pr
 unlabelled (or image-labelled) stream is the rest of the pool, disjoint from the labelled list.
 """
 
+import math
 import os
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Set, Union
 
@@ -55,13 +56,14 @@ def write_split_file(ids: Iterable[str], path: str) -> None:
 
 
 def _count(pool_size: int, fraction_or_count: Union[float, int]) -> int:
+    """An int is a count; a float a fraction of the pool, rounded up (1464 / 16 -> 92)."""
     if isinstance(fraction_or_count, (int, np.integer)) and not isinstance(fraction_or_count, bool):
         count = int(fraction_or_count)
     else:
         fraction = float(fraction_or_count)
         if not 0.0 < fraction <= 1.0:
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-        count = int(round(pool_size * fraction))
+        count = int(math.ceil(pool_size * fraction - 1e-9))
     if not 0 < count <= pool_size:
         raise ValueError(f"Cannot sample {count} ids out of {pool_size}")
     return count
@@ -81,7 +83,8 @@ def sample_labelled_split(
       ids: The pool of image ids (e.g. VOC train_aug or COCO train2017).
       class_sets: The classes present in each image, as a mapping id -> classes or a sequence
         aligned with `ids`. The ignore label (255) is not a class.
-      fraction_or_count: A fraction in (0, 1] of the pool (rounded) or an int count.
+      fraction_or_count: A fraction in (0, 1] of the pool (rounded up, as the reference's
+        92 / 183 / 366 / 732 of VOC's 1,464 and 3,697 ... 232 of COCO's 118,287) or a count.
       seed: Seed of the RNG (`numpy.random.default_rng`); the result depends only on the
         arguments.
       required_classes: Classes that must all appear; default the union over the pool.
@@ -126,28 +129,49 @@ def complement(pool: Iterable[str], labelled: Iterable[str]) -> List[str]:
 
 
 def class_sets_from_records(file_pattern, num_classes: int) -> Dict[str, Set[int]]:
-    """Maps each record's id to the set of classes of its mask (or its image labels).
+    """Maps each record's id to its classes: those of its mask, else its image labels.
 
-    Reads and decodes every mask: for building splits, not for training.
+    Decodes the masks only (not the images). For building splits, not for training.
     """
     import tensorflow as tf
 
     from wss.data import records
 
-    files = records.list_files(file_pattern)
+    features = {
+        records.IMAGE_FILENAME: tf.io.FixedLenFeature((), tf.string, ""),
+        records.MASK_ENCODED: tf.io.FixedLenFeature((), tf.string, ""),
+        records.CLASS_LABEL: tf.io.VarLenFeature(tf.int64),
+    }
 
+    @tf.autograph.experimental.do_not_convert
     def ids_and_classes(serialized):
-        ex = records.parse_example(serialized, num_classes)
-        present = tf.unique(tf.reshape(ex["label"], [-1]))[0]
-        present = tf.boolean_mask(present, present != records.IGNORE_LABEL)
-        classes = tf.cond(ex["has_mask"], lambda: present, lambda: ex["class_ids"])
-        return ex["id"], classes
+        parsed = tf.io.parse_single_example(serialized, features)
+        encoded = parsed[records.MASK_ENCODED]
 
+        def from_mask():
+            mask = tf.io.decode_png(encoded, channels=1)
+            present = tf.unique(tf.reshape(tf.cast(mask, tf.int64), [-1]))[0]
+            return tf.boolean_mask(present, present != records.IGNORE_LABEL)
+
+        classes = tf.cond(tf.strings.length(encoded) > 0, from_mask,
+                          lambda: parsed[records.CLASS_LABEL].values)
+        return records.image_id_tf(parsed[records.IMAGE_FILENAME]), classes
+
+    files = records.list_files(file_pattern)
     ds = tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE)
     ds = ds.map(ids_and_classes, num_parallel_calls=tf.data.AUTOTUNE)
     out = {}
-    for i, classes in ds:
-        out[i.numpy().decode("utf-8")] = set(classes.numpy().tolist())
+    try:
+        for i, classes in ds:
+            out[i.numpy().decode("utf-8")] = {int(c) for c in classes.numpy()}
+    except tf.errors.OpError:
+        records.scan_records(files)
+        raise
+    bad = {i: sorted(c for c in cs if c >= num_classes) for i, cs in out.items()}
+    bad = {i: c for i, c in bad.items() if c}
+    if bad:
+        first = next(iter(bad))
+        raise ValueError(f"Record {first} has class ids {bad[first]} >= {num_classes}")
     return out
 
 
