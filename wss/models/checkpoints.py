@@ -116,9 +116,11 @@ def deeplab_name_table(model) -> Dict[str, tf.Variable]:
         if name in table:
             raise ValueError(f"Two model variables map to the TF1 name {name!r}.")
         table[name] = variable
-    unmapped = {id(v) for v in model.variables} - {id(v) for v in table.values()}
+    # Dropout layers own integer seed-generator states; they are not DeepLab variables.
+    float_variables = [v for v in model.variables if "float" in str(v.dtype)]
+    unmapped = {id(v) for v in float_variables} - {id(v) for v in table.values()}
     if unmapped:
-        paths = [v.path for v in model.variables if id(v) in unmapped]
+        paths = [v.path for v in float_variables if id(v) in unmapped]
         raise ValueError(f"Model variables without a TF1 name: {paths}")
     return table
 

@@ -176,6 +176,10 @@ class DeepLabV3Plus(keras.Model):
             kernel_initializer=classifier_initializer)
 
     # ----------------------------------------------------------------- forward pass
+    def build(self, input_shape):
+        # Sublayers build on their first call; this skips Keras' symbolic trial run.
+        self.built = True
+
     def call(self, images, training=False) -> Dict[str, object]:
         training = bool(training)
         bn_training = training and self.fine_tune_batch_norm

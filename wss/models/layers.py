@@ -167,6 +167,10 @@ class ConvBN(keras.layers.Layer, TF1Named):
             momentum=bn_momentum, epsilon=bn_epsilon, name="BatchNorm", dtype=self.dtype_policy
         )
 
+    def build(self, input_shape):
+        # Sublayers build on their first call; this skips Keras' symbolic trial run.
+        self.built = True
+
     def call(self, inputs, training=False):
         x = inputs
         if self.pad_explicitly:
@@ -254,6 +258,10 @@ class SeparableConvBN(keras.layers.Layer, TF1Named):
             dtype=self.dtype_policy,
         )
 
+    def build(self, input_shape):
+        # Sublayers build on their first call; this skips Keras' symbolic trial run.
+        self.built = True
+
     def call(self, inputs, training=False):
         x = inputs
         if self.pad_explicitly:
@@ -265,7 +273,7 @@ class SeparableConvBN(keras.layers.Layer, TF1Named):
 
     def tf1_variables(self):
         scope = f"{self.tf1_scope}_depthwise"
-        yield self.depthwise.depthwise_kernel, f"{scope}/depthwise_weights"
+        yield self.depthwise.kernel, f"{scope}/depthwise_weights"
         yield from _batch_norm_variables(self.depthwise_bn, scope)
         yield from self.pointwise.tf1_variables()
 

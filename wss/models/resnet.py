@@ -76,6 +76,10 @@ class Bottleneck(keras.layers.Layer, TF1Named):
         self.conv2 = conv_bn(depth_bottleneck, 3, stride, rate, "relu", "conv2")
         self.conv3 = conv_bn(depth, 1, 1, 1, None, "conv3")
 
+    def build(self, input_shape):
+        # Sublayers build on their first call; this skips Keras' symbolic trial run.
+        self.built = True
+
     def call(self, inputs, training=False):
         """Returns `(output, endpoints)`; endpoints hold the three conv outputs."""
         if self.shortcut is not None:
@@ -200,6 +204,10 @@ class ResNetBeta(keras.layers.Layer):
             8: f"block2/unit_{units_per_block[1] - 1}/bottleneck_v1/conv3",
             16: f"block3/unit_{units_per_block[2] - 1}/bottleneck_v1/conv3",
         }
+
+    def build(self, input_shape):
+        # Sublayers build on their first call; this skips Keras' symbolic trial run.
+        self.built = True
 
     def call(self, inputs, training=False) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
         endpoints: Dict[str, tf.Tensor] = {}

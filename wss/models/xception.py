@@ -117,6 +117,10 @@ class XceptionModule(keras.layers.Layer, TF1Named):
                 dtype=self.dtype_policy,
             )
 
+    def build(self, input_shape):
+        # Sublayers build on their first call; this skips Keras' symbolic trial run.
+        self.built = True
+
     def call(self, inputs, training=False):
         """Returns `(output, endpoints)`; endpoints hold each pointwise conv output."""
         residual = inputs
@@ -264,6 +268,10 @@ class Xception65(keras.layers.Layer):
             )
             self.unit_block_scopes.append(scope)
         self.num_features = depth(2048)
+
+    def build(self, input_shape):
+        # Sublayers build on their first call; this skips Keras' symbolic trial run.
+        self.built = True
 
     def call(self, inputs, training=False) -> Tuple[tf.Tensor, Dict[str, tf.Tensor]]:
         endpoints: Dict[str, tf.Tensor] = {}
