@@ -145,3 +145,21 @@ def test_same_seed_same_views():
 def test_scale_factors_match_deeplab():
     np.testing.assert_allclose(augment.scale_factors(0.5, 2.0, 0.25).numpy(),
                                [0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0])
+
+
+def test_crop_first_weak_view_equals_scale_pad_crop_flip():
+    """The weak view resamples only the crop; it matches the full DeepLab composition."""
+    rng = np.random.default_rng(0)
+    image = tf.constant(rng.integers(0, 256, (37, 50, 3), dtype=np.uint8))
+    label = tf.constant(rng.integers(0, 21, (37, 50)).astype(np.int32))
+    for i in range(20):
+        seed = _seed(i)
+        got = augment.weak_view(image, label, seed, crop_size=(48, 48))
+        s_scale, s_crop, s_flip = augment._split(seed, 3)
+        x, lab = augment.random_scale(tf.cast(image, tf.float32), label, s_scale)
+        x, lab, v = augment.pad_to_size(x, lab, 48, 48)
+        x, lab, v = augment.random_crop([x, lab, v], 48, 48, s_crop)
+        x, lab, v = augment.random_flip([x, lab, v], s_flip)
+        np.testing.assert_allclose(got["image"].numpy(), x.numpy(), atol=0.01)
+        np.testing.assert_array_equal(got["label"].numpy(), lab.numpy())
+        np.testing.assert_array_equal(got["valid"].numpy(), v.numpy())

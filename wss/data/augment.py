@@ -114,7 +114,16 @@ def random_flip(tensors: Sequence[tf.Tensor], seed: tf.Tensor, prob: float = 0.5
     return [tf.cond(flip, lambda t=t: tf.reverse(t, [1]), lambda t=t: t) for t in tensors]
 
 
-@gin.configurable
+def _nearest_align_corners_index(out_positions, in_size, out_size):
+    """Source index of `ResizeNearestNeighbor(align_corners=True)` for output positions."""
+    scale = tf.where(out_size > 1,
+                     tf.cast(in_size - 1, tf.float32) / tf.cast(tf.maximum(out_size - 1, 1),
+                                                                tf.float32), 0.0)
+    # roundf (half away from zero), as the kernel; tf.round would round half to even.
+    index = tf.cast(tf.floor(tf.cast(out_positions, tf.float32) * scale + 0.5), tf.int32)
+    return tf.minimum(index, in_size - 1)
+
+
 def weak_view(
     image: tf.Tensor,
     label: tf.Tensor,
@@ -127,6 +136,12 @@ def weak_view(
     mean_pixel: float = MEAN_PIXEL,
 ) -> Dict[str, tf.Tensor]:
     """DeepLab's training augmentation of one image and its label.
+
+    Same result as `random_scale` -> `pad_to_size` -> `random_crop` -> `random_flip`, but only
+    the crop window is resampled: the image with `ScaleAndTranslate` (bilinear; anti-aliased
+    when shrinking, as `tf.image.resize(..., antialias=True)`, which equals plain bilinear when
+    enlarging), the label by gathering the rows and columns that nearest-neighbour resizing
+    with `align_corners=True` would pick.
 
     Args:
       image: uint8 or float `[H, W, 3]`.
@@ -145,17 +160,46 @@ def weak_view(
     s_scale, s_crop, s_flip = _split(seed, 3)
     image = tf.cast(image, tf.float32)
     label = tf.cast(label, tf.int32)
-    image, label = random_scale(image, label, s_scale, min_scale, max_scale, scale_step)
-    image, label, valid = pad_to_size(image, label, height, width, mean_pixel)
-    image, label, valid = random_crop([image, label, valid], height, width, s_crop)
-    image, label, valid = random_flip([image, label, valid], s_flip, flip_prob)
-    return {"image": image, "label": label, "valid": valid}
+    in_size = tf.shape(image)[:2]
+    factors = scale_factors(min_scale, max_scale, scale_step)
+    index = tf.random.stateless_uniform([], s_scale, 0, tf.shape(factors)[0], dtype=tf.int32)
+    scale = factors[index]
+    new_size = tf.maximum(tf.cast(tf.cast(in_size, tf.float32) * scale, tf.int32), 1)
+    # Crop offsets within the padded scaled image, as `random_crop` draws them.
+    padded = tf.maximum(new_size, [height, width])
+    seed_y, seed_x = _split(s_crop, 2)
+    off_y = tf.random.stateless_uniform([], seed_y, 0, padded[0] - height + 1, dtype=tf.int32)
+    off_x = tf.random.stateless_uniform([], seed_x, 0, padded[1] - width + 1, dtype=tf.int32)
+    offset = tf.stack([off_y, off_x])
+    out_size = tf.minimum(new_size - offset, [height, width])  # real pixels in the crop
+    ratio = tf.cast(new_size, tf.float32) / tf.cast(in_size, tf.float32)
+    translation = -tf.cast(offset, tf.float32)
+
+    def resample(antialias):
+        return tf.raw_ops.ScaleAndTranslate(
+            images=image[None], size=out_size, scale=ratio, translation=translation,
+            kernel_type="triangle", antialias=antialias)[0]
+
+    same = tf.reduce_all(tf.equal(new_size, in_size))
+    crop = tf.cond(
+        same,
+        lambda: tf.slice(image, tf.concat([offset, [0]], 0), tf.concat([out_size, [3]], 0)),
+        lambda: tf.cond(scale < 1.0, lambda: resample(True), lambda: resample(False)))
+    rows = _nearest_align_corners_index(off_y + tf.range(out_size[0]), in_size[0], new_size[0])
+    cols = _nearest_align_corners_index(off_x + tf.range(out_size[1]), in_size[1], new_size[1])
+    crop_label = tf.gather(tf.gather(label, rows, axis=0), cols, axis=1)
+    crop, crop_label, valid = pad_to_size(crop, crop_label, height, width, mean_pixel)
+    crop.set_shape([height, width, 3])
+    crop_label.set_shape([height, width])
+    valid.set_shape([height, width])
+    crop, crop_label, valid = random_flip([crop, crop_label, valid], s_flip, flip_prob)
+    return {"image": crop, "label": crop_label, "valid": valid}
 
 
 def _masked_mean(image: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
-    weights = valid[:, :, None]
-    total = tf.reduce_sum(image * weights, axis=[0, 1], keepdims=True)
-    return total / tf.maximum(tf.reduce_sum(weights), 1.0)
+    """Per-channel mean `[1, 1, 3]` over the pixels where `valid` is 1 (one contraction)."""
+    total = tf.tensordot(valid, image, axes=[[0, 1], [0, 1]])
+    return tf.reshape(total / tf.maximum(tf.reduce_sum(valid), 1.0), [1, 1, -1])
 
 
 def color_jitter(
@@ -167,29 +211,34 @@ def color_jitter(
     saturation: float = 0.5,
     hue: float = 0.25,
     random_order: bool = True,
+    max_value: float = 1.0,
 ) -> tf.Tensor:
-    """SimCLR-style colour jitter of an image in [0, 1], as the reference's `color_jitter`.
+    """SimCLR-style colour jitter, as the reference's `color_jitter` (values in [0, 1]).
 
     Brightness adds a delta from `[-brightness, brightness]`; contrast scales around the
     per-channel mean (over `valid` pixels) by a factor from `[1 - contrast, 1 + contrast]`;
-    saturation multiplies by a factor from `[1 - saturation, 1 + saturation]`; hue shifts by
-    a delta from `[-hue, hue]`. The four run in a random order, clipping to [0, 1] after each.
-    A transform whose amount is 0 is skipped (so strength 0 is the identity).
+    saturation multiplies HSV saturation by a factor from `[1 - saturation, 1 + saturation]`;
+    hue shifts HSV hue by a delta from `[-hue, hue]` (`tf.image.adjust_saturation` /
+    `adjust_hue`). The four run in a random order, clipping after each. A transform whose amount
+    is 0 is skipped (so strength 0 is the identity).
 
     Args:
-      image: float32 `[H, W, 3]` in [0, 1].
+      image: float32 `[H, W, 3]` in [0, max_value].
       seed: Stateless seed `[2]`.
       valid: Optional float32 `[H, W]`; the contrast mean is over these pixels.
-      brightness, contrast, saturation, hue: Jitter amounts.
+      brightness, contrast, saturation, hue: Jitter amounts, brightness in units of
+        `max_value` (the reference works in [0, 1]).
       random_order: Apply the transforms in a random order (the reference does).
+      max_value: 1 for images in [0, 1], 255 for [0, 255] (same result, scaled; saves the
+        two conversions). Saturation and hue do not depend on the scale.
 
     Returns:
-      The jittered image in [0, 1].
+      The jittered image in [0, max_value].
     """
     seeds = _split(seed, 5)
     ops = []
     if brightness > 0:
-        delta = tf.random.stateless_uniform([], seeds[0], -brightness, brightness)
+        delta = tf.random.stateless_uniform([], seeds[0], -brightness, brightness) * max_value
         ops.append(lambda x: x + delta)
     if contrast > 0:
         factor = tf.random.stateless_uniform([], seeds[1], 1.0 - contrast, 1.0 + contrast)
@@ -197,7 +246,7 @@ def color_jitter(
         def adjust_contrast(x):
             mean = (tf.reduce_mean(x, axis=[0, 1], keepdims=True) if valid is None
                     else _masked_mean(x, valid))
-            return (x - mean) * factor + mean
+            return x * factor + mean * (1.0 - factor)
 
         ops.append(adjust_contrast)
     if saturation > 0:
@@ -211,14 +260,14 @@ def color_jitter(
         return image
     if not random_order or len(ops) == 1:
         for op in ops:
-            image = tf.clip_by_value(op(image), 0.0, 1.0)
+            image = tf.clip_by_value(op(image), 0.0, max_value)
         return image
     order = tf.argsort(tf.random.stateless_uniform([len(ops)], seeds[4]))
     for position in range(len(ops)):
         x = image
         image = tf.switch_case(
             order[position], [lambda op=op, x=x: op(x) for op in ops])
-        image = tf.clip_by_value(image, 0.0, 1.0)
+        image = tf.clip_by_value(image, 0.0, max_value)
         image.set_shape(x.shape)
     return image
 
@@ -277,20 +326,27 @@ def strong_view(
     height, width = image.shape[0], image.shape[1]
     s_prob, s_jitter, s_cut = _split(seed, 3)
     strong = image
-    if strength > 0 and jitter_prob > 0:
-        jittered = color_jitter(
-            image / 255.0, s_jitter, valid, brightness * strength, contrast * strength,
-            saturation * strength, hue * strength) * 255.0
+    jittered = strength > 0 and jitter_prob > 0
+    if jittered:
+        strong = color_jitter(
+            image, s_jitter, valid, brightness * strength, contrast * strength,
+            saturation * strength, hue * strength, max_value=255.0)
         if jitter_prob < 1.0:
             apply = tf.random.stateless_uniform([], s_prob) < jitter_prob
-            jittered = tf.cond(apply, lambda: jittered, lambda: image)
-        # Padding stays the mean pixel, as in the reference (which jitters before padding).
-        strong = tf.where(valid[:, :, None] > 0, jittered, mean_pixel)
+            strong = tf.cond(apply, lambda: strong, lambda: image)
     strong_valid = valid
     if cutout_size > 0:
-        keep = cutout_mask(height, width, s_cut, cutout_size)
-        strong = tf.where(keep[:, :, None] > 0, strong, cutout_fill)
-        strong_valid = valid * keep
+        strong_valid = valid * cutout_mask(height, width, s_cut, cutout_size)
+    if cutout_size > 0 and cutout_fill == mean_pixel:
+        # Padding stays the mean pixel (the reference jitters before padding) and the CutOut
+        # square takes the same value: one select.
+        strong = tf.where(strong_valid[:, :, None] > 0, strong, mean_pixel)
+    else:
+        if jittered:
+            strong = tf.where(valid[:, :, None] > 0, strong, mean_pixel)
+        if cutout_size > 0:
+            cut = tf.logical_and(valid > 0, strong_valid == 0)
+            strong = tf.where(cut[:, :, None], cutout_fill, strong)
     return {"strong": strong, "strong_valid": strong_valid}
 
 
