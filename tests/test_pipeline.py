@@ -190,3 +190,19 @@ def test_make_distributed(tmp_path):
                                      batch_size=2, num_classes=C, crop_size=CROP, seed=0)
     batch = next(iter(dist))
     assert batch["image"].shape == (2, 24, 24, 3)
+
+
+def test_make_distributed_two_replicas(tmp_path):
+    cpus = tf.config.list_logical_devices("CPU")
+    if len(cpus) < 2:
+        pytest.skip("needs the two logical CPUs of conftest.py")
+    pattern = _write(tmp_path, n=8, num_shards=2)
+    strategy = tf.distribute.MirroredStrategy([d.name for d in cpus[:2]])
+    dist = pipeline.make_distributed(strategy, pipeline.unlabelled_dataset, spec=pattern,
+                                     batch_size=4, num_classes=C, crop_size=CROP, seed=0)
+    batch = next(pipeline.checked_iterator(dist, [pattern], C))
+    parts = strategy.experimental_local_results(batch["filename"])
+    assert len(parts) == 2 and all(p.shape == (2,) for p in parts)
+    # One worker: one input pipeline whose consecutive batches go to the two replicas.
+    names = [set(p.numpy()) for p in parts]
+    assert not names[0] & names[1]
