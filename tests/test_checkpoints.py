@@ -159,3 +159,23 @@ def test_loader_is_gin_configurable(models, tmp_path):
     finally:
         gin.clear_config()
     assert len(report.loaded) == len(table)
+
+
+def test_skip_last_layer_excludes_logits_scope(models, tmp_path):
+    model = models[1]
+    table = deeplab_name_table(model)
+    values = random_values(table, seed=4)
+    prefix = write_tf1_checkpoint(str(tmp_path / "last.ckpt"), values)
+    kept = table["logits/semantic/weights"].numpy().copy()
+    report = load_deeplab_checkpoint(model, prefix, skip_last_layer=True)
+    assert sorted(report.excluded) == ["logits/semantic/biases", "logits/semantic/weights"]
+    assert report.unused == []
+    np.testing.assert_array_equal(table["logits/semantic/weights"].numpy(), kept)
+    # PseudoSeg's classifier lives under xception_65/logits and is restored.
+    np.testing.assert_array_equal(table["xception_65/logits/weights"].numpy(),
+                                  values["xception_65/logits/weights"])
+    report = load_deeplab_checkpoint(model, prefix, skip_last_layer=True, last_layer_scopes=(
+        "logits", "image_pooling", "aspp", "concat_projection", "decoder"))
+    assert "aspp1_depthwise/depthwise_weights" in report.excluded
+    assert "decoder/feature_projection0/weights" in report.excluded
+    assert len(report.loaded) + len(report.excluded) == len(table)

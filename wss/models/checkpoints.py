@@ -9,16 +9,18 @@ covers every variable; `deeplab_name_table` returns it as a dict.
 
 The checkpoint is read with `tf.train.load_checkpoint`; optimizer slots and bookkeeping
 variables (`.../Momentum`, `global_step`, ...) are ignored. A shape mismatch raises a
-`ValueError` naming both variables and shapes unless `skip_mismatch=True` (DeepLab's
-`initialize_last_layer=False`, for example an ImageNet checkpoint with a 1001-way
-`xception_65/logits`), in which case the variable keeps its value and is reported.
+`ValueError` naming both variables and shapes unless `skip_mismatch=True` (for example an
+ImageNet checkpoint with a 1001-way `xception_65/logits`), in which case the variable keeps
+its value and is reported. `skip_last_layer=True` is DeepLab's `initialize_last_layer=False`:
+variables under the last-layer scopes (`logits/...` by default, DeepLab's
+`last_layers_contain_logits_only=True`) are not restored whatever their shapes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import gin
 import numpy as np
@@ -49,6 +51,8 @@ class CheckpointReport:
         unused: Checkpoint names that no model variable maps to (optimizer slots and
             `global_step` excluded).
         ignored: Optimizer slots and counters found in the checkpoint.
+        excluded: TF1 names not restored because they are under a last-layer scope
+            (`skip_last_layer=True`).
     """
 
     path: str
@@ -59,6 +63,7 @@ class CheckpointReport:
     missing: List[str] = dataclasses.field(default_factory=list)
     unused: List[str] = dataclasses.field(default_factory=list)
     ignored: List[str] = dataclasses.field(default_factory=list)
+    excluded: List[str] = dataclasses.field(default_factory=list)
 
     def summary(self, max_names: int = 10) -> str:
         """A readable multi-line summary.
@@ -72,7 +77,8 @@ class CheckpointReport:
         lines = [
             f"DeepLab checkpoint {self.path}: loaded {len(self.loaded)}, skipped "
             f"{len(self.skipped)} (shape mismatch), missing {len(self.missing)}, unused "
-            f"{len(self.unused)}, ignored {len(self.ignored)} (optimizer slots/counters)."
+            f"{len(self.unused)}, ignored {len(self.ignored)} (optimizer slots/counters), "
+            f"excluded {len(self.excluded)} (last layers)."
         ]
 
         def listing(title, items):
@@ -126,14 +132,25 @@ def deeplab_name_table(model) -> Dict[str, tf.Variable]:
 
 
 @gin.configurable
-def load_deeplab_checkpoint(model, path: str, skip_mismatch: bool = False) -> CheckpointReport:
+def load_deeplab_checkpoint(
+    model,
+    path: str,
+    skip_mismatch: bool = False,
+    skip_last_layer: bool = False,
+    last_layer_scopes: Sequence[str] = ("logits",),
+) -> CheckpointReport:
     """Restores a DeepLab TF1 checkpoint into `model`.
 
     Args:
         model: A built `DeepLabV3Plus`.
         path: Checkpoint prefix (`.../model.ckpt-30000`) or a directory holding one.
-        skip_mismatch: Leave variables whose shapes differ untouched instead of raising
-            (DeepLab's `initialize_last_layer=False`).
+        skip_mismatch: Leave variables whose shapes differ untouched instead of raising.
+        skip_last_layer: Do not restore variables under `last_layer_scopes` (DeepLab's
+            `initialize_last_layer=False`).
+        last_layer_scopes: Top-level TF1 scopes of the last layers. DeepLab's default
+            (`last_layers_contain_logits_only=True`) is `("logits",)`; its full list is
+            `("logits", "image_pooling", "aspp", "concat_projection", "decoder")`, where
+            `aspp` covers `aspp0`, `aspp1_depthwise`, ... as in slim's prefix match.
 
     Returns:
         A `CheckpointReport`.
@@ -157,6 +174,9 @@ def load_deeplab_checkpoint(model, path: str, skip_mismatch: bool = False) -> Ch
 
     assignments = []
     for name, variable in table.items():
+        if skip_last_layer and any(name.startswith(scope) for scope in last_layer_scopes):
+            report.excluded.append(name)
+            continue
         if name not in checkpoint_shapes:
             report.missing.append(name)
             continue
@@ -180,7 +200,9 @@ def load_deeplab_checkpoint(model, path: str, skip_mismatch: bool = False) -> Ch
         report.loaded.append(name)
 
     for name in sorted(checkpoint_shapes):
-        if name in table:
+        if name in table or (
+            skip_last_layer and any(name.startswith(scope) for scope in last_layer_scopes)
+        ):
             continue
         if _IGNORED.search(name):
             report.ignored.append(name)
