@@ -44,7 +44,7 @@ setup(
         "numpy>=1.23",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.4"],
+        "test": ["pytest>=7", "ruff>=0.4", "Pillow>=9", "scipy>=1.9", "pycocotools>=2.0.6"],
         "data": ["Pillow>=9", "scipy>=1.9", "pycocotools>=2.0.6"],
         "plots": ["matplotlib>=3.5"],
     },

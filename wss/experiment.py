@@ -126,6 +126,23 @@ def build_models(num_classes=gin.REQUIRED, with_sgc_head=True, image_size=(65, 6
     return model, sgc_head
 
 
+def _seed_generator_states(model):
+    """The state variables of the model's Keras random seed generators (dropout).
+
+    Keras tracks them outside `model.variables`, so a checkpoint names them explicitly: a
+    resumed run then draws the same dropout masks as an uninterrupted one.
+    """
+    from keras.src.random.seed_generator import SeedGenerator
+
+    states, seen = [], set()
+    for layer in model._flatten_layers(include_self=True):
+        for value in vars(layer).values():
+            if isinstance(value, SeedGenerator) and id(value) not in seen:
+                seen.add(id(value))
+                states.append(value.state)
+    return states
+
+
 def make_checkpoint(model, sgc_head=None, optimizer=None, step=None, **extra):
     """The checkpoint layout shared by training, evaluation and export.
 
@@ -139,7 +156,7 @@ def make_checkpoint(model, sgc_head=None, optimizer=None, step=None, **extra):
     Returns:
       A `tf.train.Checkpoint`.
     """
-    objects = {"model": model}
+    objects = {"model": model, "random_states": _seed_generator_states(model)}
     for name, value in (("sgc_head", sgc_head), ("optimizer", optimizer), ("step", step)):
         if value is not None:
             objects[name] = value

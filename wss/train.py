@@ -42,8 +42,9 @@ def main(argv):
     logdir = FLAGS.logdir or os.path.join(
         "runs", os.path.splitext(os.path.basename(FLAGS.gin_file[0]))[0])
     result = trainer.train(logdir)
-    if result["preempted"]:
-        print(f"Stopped by SIGTERM at step {result['step']}; rerun the same command to resume.")
+    if not result["finished"]:
+        reason = "by SIGTERM" if result["preempted"] else "(train.steps_per_run)"
+        print(f"Stopped {reason} at step {result['step']}; rerun the same command to resume.")
         return
     summary = trainer.after_training(logdir)
     print("")

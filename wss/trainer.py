@@ -79,6 +79,11 @@ def _step_of(optimizer):
     return int(tf.convert_to_tensor(optimizer.iterations.value).numpy())
 
 
+def _checkpoint_step(path):
+    """The step of a `ckpt-N` checkpoint path (0 for None)."""
+    return int(path.rsplit("-", 1)[1]) if path else 0
+
+
 def _format_eta(seconds):
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600:d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -91,7 +96,7 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
           strategy=None, log_every=10, summary_every=50, image_summary_every=500,
           checkpoint_every=1000, max_to_keep=3, init_checkpoint=None,
           initialize_last_layer=False, seed=None, deterministic=False,
-          mixed_precision_policy=None, palette="pascal", checkpoint_iterators=False):
+          mixed_precision_policy=None, palette="pascal", steps_per_run=None):
     """Trains PseudoSeg (or its supervised baseline) and returns the final step's losses.
 
     Batch sizes are per replica: the global batch is `num_replicas * labelled_batch_size`
@@ -126,8 +131,8 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
       mixed_precision_policy: None, `mixed_bfloat16` (TPU) or `mixed_float16` (GPU; use with
         `make_optimizer.loss_scale = True`).
       palette: colour palette of image summaries (`pascal` or `cityscapes`).
-      checkpoint_iterators: also checkpoint the input iterators (exact data order on resume;
-        the shuffle buffers make checkpoints larger).
+      steps_per_run: stop this invocation after this many steps (with a checkpoint), e.g. to
+        fit a job time limit; rerunning continues. None trains to `num_steps`.
 
     Returns:
       dict of the last step's named losses (floats) and `step`.
@@ -148,11 +153,17 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
     # The input streams come first: a missing path or split fails before any model work.
     if mode not in MODES:
         raise ValueError(f"train.mode={mode!r}; choose one of {MODES}")
+    tf.io.gfile.makedirs(logdir)
+    save_dir = _worker_dir(logdir, strategy)
+    # Distributed iterators cannot be checkpointed; with a seed the streams are a pure function
+    # of their position, so a resumed run skips the batches it already trained on instead.
+    resume_step = _checkpoint_step(tf.train.latest_checkpoint(save_dir))
+    skip_batches = resume_step if seed is not None else 0
     labelled_spec = pipeline.DatasetSpec(labelled_pattern, labelled_split)
     labelled_iter = iter(pipeline.make_distributed(
         strategy, pipeline.labelled_dataset, spec=labelled_spec,
         batch_size=labelled_batch_size * num_replicas, num_classes=num_classes,
-        crop_size=crop_size, seed=seed))
+        crop_size=crop_size, seed=seed, skip_batches=skip_batches))
     unlabelled_iter = None
     if mode != "supervised":
         if not unlabelled_pattern:
@@ -164,7 +175,8 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
         unlabelled_iter = iter(pipeline.make_distributed(
             strategy, pipeline.unlabelled_dataset, spec=unlabelled_spec,
             batch_size=unlabelled_batch_size * num_replicas, num_classes=num_classes,
-            crop_size=crop_size, seed=None if seed is None else seed + 1))
+            crop_size=crop_size, seed=None if seed is None else seed + 1,
+            skip_batches=skip_batches))
 
     with strategy.scope():
         model, sgc_head = experiment.build_models(num_classes=num_classes)
@@ -172,14 +184,7 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
         optimizer = optim.make_optimizer(num_steps)
         optimizer.build(objective.trainable_variables)
 
-    iterators = {}
-    if checkpoint_iterators:
-        iterators["labelled_iterator"] = labelled_iter
-        if unlabelled_iter is not None:
-            iterators["unlabelled_iterator"] = unlabelled_iter
-    checkpoint = experiment.make_checkpoint(model, sgc_head, optimizer, **iterators)
-    tf.io.gfile.makedirs(logdir)
-    save_dir = _worker_dir(logdir, strategy)
+    checkpoint = experiment.make_checkpoint(model, sgc_head, optimizer)
     manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=max_to_keep)
     restored = manager.restore_or_initialize() if manager.latest_checkpoint else None
     if restored:
@@ -240,10 +245,12 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
     global_batch = num_replicas * (labelled_batch_size + (unlabelled_batch_size if semi else 0))
     accumulated = {}
     logged = {}
+    history = []
     print(f"Training {objective.mode} for {num_steps} steps on {num_replicas} replica(s); "
           f"logdir {logdir}", flush=True)
+    stop_step = num_steps if not steps_per_run else min(num_steps, step + steps_per_run)
     with _SigtermFlag() as sigterm:
-        while step < num_steps:
+        while step < stop_step:
             with_images = bool(image_summary_every) and (step + 1) % image_summary_every == 0
             named, stats, images = train_step(with_images)
             step = _step_of(optimizer)
@@ -257,6 +264,7 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
                 accumulated[key] = accumulated.get(key, 0.0) + value.numpy()
             logged = values
             if step % log_every == 0 or step == num_steps:
+                history.append({"step": step, **values})
                 now = time.time()
                 rate = (step - last_log_step) * global_batch / max(now - last_log_time, 1e-9)
                 per_step = (now - start_time) / max(step - start_step, 1)
@@ -276,7 +284,7 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
             if images:
                 with writer.as_default(step=step):
                     _write_image_summaries(images, colour_palette)
-            if step % checkpoint_every == 0 or sigterm.received:
+            if step % checkpoint_every == 0 or sigterm.received or step == stop_step:
                 manager.save(checkpoint_number=step)
             if sigterm.received:
                 break
@@ -293,6 +301,8 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
     result = dict(logged)
     result["step"] = step
     result["preempted"] = sigterm.received
+    result["finished"] = step >= num_steps
+    result["history"] = history
     with tf.io.gfile.GFile(os.path.join(logdir, "train_result.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result

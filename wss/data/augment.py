@@ -61,9 +61,9 @@ def random_scale(
     Returns:
       The scaled image and label; the new size is `floor(size * scale)`.
     """
-    factors = scale_factors(min_scale, max_scale, step)
-    if factors.shape[0] == 1 and float(factors[0]) == 1.0:
+    if min_scale == max_scale == 1.0:
         return image, label
+    factors = scale_factors(min_scale, max_scale, step)
     index = tf.random.stateless_uniform([], seed, 0, tf.shape(factors)[0], dtype=tf.int32)
     scale = factors[index]
     size = tf.cast(tf.cast(tf.shape(image)[:2], tf.float32) * scale, tf.int32)

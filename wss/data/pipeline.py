@@ -209,6 +209,7 @@ def _options(deterministic: bool) -> tf.data.Options:
 
 def _training_stream(
     spec, batch_size, num_classes, map_fn, shuffle_buffer, seed, input_context, check_ids,
+    skip_batches=0,
 ):
     seed_files = _pipeline_seed(seed, input_context, 1)
     seed_shuffle = _pipeline_seed(seed, input_context, 2)
@@ -221,6 +222,10 @@ def _training_stream(
     ds = ds.repeat()
     randoms = tf.data.Dataset.random(seed=seed_aug)
     ds = tf.data.Dataset.zip((ds, randoms))
+    if skip_batches:
+        # Resuming: drop the serialized records of the batches already trained on, before any
+        # decoding, so that a seeded stream continues exactly where it stopped.
+        ds = ds.skip(skip_batches * _per_replica(batch_size, input_context))
     ds = ds.map(map_fn, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
     ds = ds.batch(_per_replica(batch_size, input_context), drop_remainder=True)
     ds = ds.prefetch(AUTOTUNE)
@@ -253,6 +258,7 @@ def labelled_dataset(
     seed: Optional[int] = None,
     input_context: Optional[tf.distribute.InputContext] = None,
     check_ids: bool = True,
+    skip_batches: int = 0,
 ) -> tf.data.Dataset:
     """The labelled training stream: DeepLab's weak augmentation of masked examples.
 
@@ -266,6 +272,8 @@ def labelled_dataset(
       seed: Makes the stream deterministic when set.
       input_context: From `distribute_datasets_from_function`.
       check_ids: As in `read_records`.
+      skip_batches: Batches to skip at the start (cheaply, before decoding): with `seed` set,
+        a stream restarted with `skip_batches=N` continues exactly after its first N batches.
 
     Returns:
       A repeated dataset of dicts `image`, `label`, `valid`, `class_labels`, `has_mask`,
@@ -290,7 +298,7 @@ def labelled_dataset(
         }
 
     return _training_stream(spec, batch_size, num_classes, map_fn, shuffle_buffer, seed,
-                            input_context, check_ids)
+                            input_context, check_ids, skip_batches)
 
 
 @gin.configurable
@@ -306,6 +314,7 @@ def unlabelled_dataset(
     seed: Optional[int] = None,
     input_context: Optional[tf.distribute.InputContext] = None,
     check_ids: bool = True,
+    skip_batches: int = 0,
 ) -> tf.data.Dataset:
     """The unlabelled / image-labelled training stream: weak and strong views of one crop.
 
@@ -340,7 +349,7 @@ def unlabelled_dataset(
         }
 
     return _training_stream(spec, batch_size, num_classes, map_fn, shuffle_buffer, seed,
-                            input_context, check_ids)
+                            input_context, check_ids, skip_batches)
 
 
 @gin.configurable

@@ -1,0 +1,238 @@
+"""Training loop, checkpoints, evaluation and export at tiny sizes on 2 logical CPUs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from wss import evaluation, experiment, trainer
+from wss.data import synthetic
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A 64-image synthetic dataset at 40 x 40 (labelled 1/16 split: 4 images)."""
+    directory = str(tmp_path_factory.mktemp("data") / "synthetic")
+    synthetic.generate(directory, seed=3, num_train=64, num_val=6, height=40, width=40)
+    return directory
+
+
+def tiny_bindings(data_dir, mode="semi", steps=3, extra=()):
+    """Bindings that shrink demo.gin to a seconds-long run on `data_dir`."""
+    return [
+        f"DATA_DIR = '{data_dir}'",
+        f"train.mode = '{mode}'",
+        f"train.num_steps = {steps}",
+        "train.crop_size = (33, 33)",
+        "train.labelled_batch_size = 2",
+        "train.unlabelled_batch_size = 2",
+        "train.log_every = 1",
+        "train.summary_every = 1",
+        "train.image_summary_every = 2",
+        "train.checkpoint_every = 2",
+        "build_deeplab.width_multiplier = 0.0625",
+        "build_deeplab.middle_flow_units = 1",
+        "make_sgc_head.attention_dim = 8",
+        "strong_view.cutout_size = 8",
+        "make_strategy.devices = ['/cpu:0', '/cpu:1']",
+        "evaluate_checkpoint.class_names = None",
+        *extra,
+    ]
+
+
+def configure(data_dir, **kwargs):
+    experiment.parse_experiment_config(
+        gin_files=["demo.gin"], gin_bindings=tiny_bindings(data_dir, **kwargs), finalize=False)
+
+
+@pytest.fixture(autouse=True)
+def clean_gin():
+    yield
+    gin.clear_config()
+
+
+@pytest.mark.parametrize("mode", ["supervised", "semi", "weak"])
+def test_modes_run_on_two_replicas_with_finite_losses(tiny_data, tmp_path, mode):
+    configure(tiny_data, mode=mode, steps=2)
+    result = trainer.train(str(tmp_path))
+    assert result["step"] == 2
+    expected = {"loss_s", "loss_x", "loss_sa", "loss_wd", "loss_total"}
+    if mode != "supervised":
+        expected.add("loss_u")
+    assert expected <= set(result)
+    for key in expected:
+        assert np.isfinite(result[key]), (key, result[key])
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
+    assert os.path.exists(tmp_path / experiment.CONFIG_FILENAME)
+
+
+def test_supervised_loss_falls_when_overfitting(tiny_data, tmp_path):
+    # Four labelled images without scale augmentation: the decoder must fit them.
+    configure(tiny_data, mode="supervised", steps=30, extra=[
+        "labelled_dataset.min_scale = 1.0", "labelled_dataset.max_scale = 1.0",
+        "make_optimizer.base_learning_rate = 0.05", "train.checkpoint_every = 100",
+        "train.image_summary_every = 0", "make_strategy.devices = ['/cpu:0']"])
+    result = trainer.train(str(tmp_path))
+    history = result["history"]
+    assert [h["step"] for h in history] == list(range(1, 31))
+    first = np.mean([h["loss_s"] for h in history[:3]])
+    last = np.mean([h["loss_s"] for h in history[-3:]])
+    assert last < 0.6 * first, (first, last)
+
+
+def test_resume_then_non_finite_loss_keeps_last_good_checkpoint(tiny_data, tmp_path):
+    extra = ["make_strategy.devices = ['/cpu:0']", "train.image_summary_every = 0"]
+    configure(tiny_data, mode="supervised", steps=2, extra=extra)
+    trainer.train(str(tmp_path))
+    gin.clear_config()
+    configure(tiny_data, mode="supervised", steps=4, extra=extra)
+    result = trainer.train(str(tmp_path))
+    assert result["step"] == 4 and result["history"][0]["step"] == 3  # Resumed at step 2.
+    state = tf.train.get_checkpoint_state(str(tmp_path))
+    assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ["ckpt-2", "ckpt-4"]
+
+    gin.clear_config()
+    configure(tiny_data, mode="supervised", steps=30,
+              extra=extra + ["make_optimizer.base_learning_rate = 1e30"])
+    with pytest.raises(trainer.NonFiniteLossError, match="non-finite.*ckpt-4"):
+        trainer.train(str(tmp_path))
+    assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-4")
+
+
+def _final_weights(logdir):
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(logdir))
+    names = sorted(n for n in reader.get_variable_to_shape_map() if n.startswith("model/"))
+    return {n: reader.get_tensor(n) for n in names}
+
+
+def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_data, tmp_path):
+    extra = ["train.deterministic = True", "train.seed = 7",
+             "train.image_summary_every = 0", "make_strategy.devices = ['/cpu:0']"]
+    configure(tiny_data, mode="semi", steps=4, extra=extra)
+    trainer.train(str(tmp_path / "straight"))
+    gin.clear_config()
+    configure(tiny_data, mode="semi", steps=4, extra=extra + ["train.steps_per_run = 2"])
+    assert trainer.train(str(tmp_path / "resumed"))["step"] == 2
+    gin.clear_config()
+    configure(tiny_data, mode="semi", steps=4, extra=extra)
+    trainer.train(str(tmp_path / "resumed"))
+    straight = _final_weights(str(tmp_path / "straight"))
+    resumed = _final_weights(str(tmp_path / "resumed"))
+    assert straight.keys() == resumed.keys() and straight
+    for name in straight:
+        np.testing.assert_array_equal(straight[name], resumed[name], err_msg=name)
+
+
+def test_bad_configuration_fails_before_training(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="train.no_such_parameter"):
+        experiment.parse_experiment_config(
+            gin_files=["demo.gin"], gin_bindings=["train.no_such_parameter = 1"],
+            finalize=False)
+    gin.clear_config()
+    configure(tiny_data, extra=["train.labelled_pattern = '/nonexistent/train-*.tfrecord'"])
+    with pytest.raises(Exception, match="/nonexistent/train"):
+        trainer.train(str(tmp_path))
+    assert not tf.io.gfile.glob(str(tmp_path / "ckpt-*"))
+
+
+class _FixedModel:
+    """Stands in for a DeepLab model: returns given logits whatever the image."""
+
+    def __init__(self, logits):
+        self.logits = tf.constant(logits, tf.float32)
+
+    def __call__(self, images, training=False):
+        del training
+        return {"logits": self.logits}
+
+
+def test_evaluation_of_known_predictions_gives_hand_computed_miou():
+    # Prediction: left column class 1, right column class 0 (2 x 2 image, 3 classes).
+    logits = np.zeros((1, 2, 2, 3), np.float32)
+    logits[0, :, 0, 1] = 5.0
+    logits[0, :, 1, 0] = 5.0
+    labels = np.array([[[1, 0], [0, 255]]], np.int32)
+    dataset = tf.data.Dataset.from_tensors(
+        {"image": tf.zeros([1, 2, 2, 3]), "label": tf.constant(labels)})
+    results = evaluation.evaluate_model(_FixedModel(logits), dataset, num_classes=3)
+    # Pixels: (label 1, pred 1), (0, 0), (0, 1); one ignored.
+    # IoU class 0 = 1 / (2 + 1 - 1) = 0.5; class 1 = 1 / (1 + 2 - 1) = 0.5; class 2 absent.
+    assert results["per_class_iou"]["0"] == pytest.approx(0.5)
+    assert results["per_class_iou"]["1"] == pytest.approx(0.5)
+    assert np.isnan(results["per_class_iou"]["2"])
+    assert results["miou"] == pytest.approx(0.5)
+    assert results["pixel_accuracy"] == pytest.approx(2 / 3)
+
+
+def test_export_reloads_without_wss_and_matches(tiny_data, tmp_path):
+    configure(tiny_data, mode="supervised", steps=1)
+    logdir = str(tmp_path / "run")
+    trainer.train(logdir)
+    summary = trainer.after_training(logdir, evaluate=True, export=True,
+                                     export_dir=str(tmp_path / "export"))
+    assert 0.0 <= summary["miou"] <= 1.0
+    assert os.path.exists(summary["results"])
+
+    model, _ = experiment.build_models(with_sgc_head=False)
+    experiment.restore_models(logdir, model)
+    images = np.random.default_rng(0).integers(0, 256, (2, 37, 29, 3)).astype(np.uint8)
+    from wss.resize import resize_bilinear
+    logits = resize_bilinear(model(tf.cast(images, tf.float32))["logits"], (37, 29))
+    expected = tf.argmax(logits, -1, output_type=tf.int32).numpy()
+
+    np.save(tmp_path / "images.npy", images)
+    script = (
+        "import sys, numpy as np, tensorflow as tf\n"
+        "assert 'wss' not in sys.modules\n"
+        f"serve = tf.saved_model.load({str(tmp_path / 'export')!r}).signatures["
+        "'serving_default']\n"
+        f"out = serve(images=tf.constant(np.load({str(tmp_path / 'images.npy')!r})))\n"
+        f"np.save({str(tmp_path / 'served.npy')!r}, out['class_map'].numpy())\n"
+        "assert out['probabilities'].shape[-1] == 11\n"
+    )
+    env = dict(os.environ, PYTHONPATH="", TF_CPP_MIN_LOG_LEVEL="3")
+    subprocess.run([sys.executable, "-I", "-c", script], check=True, cwd=str(tmp_path), env=env,
+                   timeout=120)
+    served = np.load(tmp_path / "served.npy")
+    assert served.shape == (2, 37, 29) and served.dtype == np.int32
+    np.testing.assert_array_equal(served, expected)
+
+
+def test_sigkill_then_rerun_resumes(tiny_data, tmp_path):
+    logdir = str(tmp_path / "run")
+    command = [sys.executable, "-m", "wss.train", "--gin_file=demo.gin", f"--logdir={logdir}"]
+    for binding in tiny_bindings(tiny_data, mode="supervised", steps=400, extra=[
+            "train.checkpoint_every = 3", "train.image_summary_every = 0",
+            "make_strategy.devices = ['/cpu:0']", "after_training.evaluate = False"]):
+        command.append(f"--gin_bindings={binding}")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not tf.io.gfile.glob(os.path.join(logdir, "ckpt-6*")):
+            time.sleep(0.5)
+        assert tf.io.gfile.glob(os.path.join(logdir, "ckpt-6*")), "no checkpoint in time"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    killed_at = tf.train.latest_checkpoint(logdir)
+    assert killed_at is not None
+    step = int(killed_at.rsplit("-", 1)[1])
+    command = [c.replace("train.num_steps = 400", f"train.num_steps = {step + 2}")
+               for c in command]
+    completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                               timeout=180)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert f"Resumed from {killed_at}" in completed.stdout
+    with open(os.path.join(logdir, "train_result.json")) as f:
+        assert json.load(f)["step"] == step + 2
