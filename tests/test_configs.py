@@ -1,0 +1,44 @@
+"""Every packaged gin config parses, and names resolve from any working directory."""
+
+import os
+
+import gin
+import pytest
+
+from wss import config, experiment
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "gin_configs")
+CONFIGS = sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".gin"))
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_packaged_config_parses(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # Names resolve against the package, not the cwd.
+    experiment.parse_experiment_config(gin_files=[name], finalize=False)
+    try:
+        assert gin.query_parameter("train.mode") in ("supervised", "semi", "weak")
+        assert gin.query_parameter("train.num_classes") == gin.query_parameter(
+            "build_models.num_classes")
+    finally:
+        gin.clear_config()
+
+
+def test_expected_configs_ship():
+    assert {"base.gin", "voc_semi.gin", "voc_weak.gin", "voc_supervised.gin", "coco_semi.gin",
+            "coco_weak.gin", "cityscapes_semi.gin", "voc_full_extra.gin", "demo.gin",
+            "demo_supervised.gin"} <= set(CONFIGS)
+
+
+def test_unknown_gin_file_names_the_flag():
+    with pytest.raises(FileNotFoundError, match="--gin_file=nope.gin.*voc_semi.gin"):
+        config.resolve_gin_file("nope.gin")
+
+
+def test_unknown_binding_names_the_binding():
+    try:
+        with pytest.raises(ValueError, match="--gin_bindings='train.bogus = 3'"):
+            experiment.parse_experiment_config(
+                gin_files=["demo.gin"], gin_bindings=["train.bogus = 3"], finalize=False)
+    finally:
+        gin.clear_config()
