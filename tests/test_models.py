@@ -270,3 +270,19 @@ def test_build_deeplab_is_gin_configurable():
     assert model.num_classes == 3
     assert model.backbone.num_features == 128
     assert isinstance(model, keras.Model)
+
+
+def test_batch_norm_overrides_apply_to_every_batch_norm_layer():
+    model = build_deeplab(num_classes=3, width_multiplier=0.0625, middle_flow_units=1,
+                          batch_norm_decay=0.9, synchronized_batch_norm=True)
+    layers = [layer for layer in model._flatten_layers()
+              if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(layers) > 50
+    assert {layer.momentum for layer in layers} == {0.9}
+    assert all(layer.synchronized for layer in layers)
+    default = build_deeplab(num_classes=3, width_multiplier=0.0625, middle_flow_units=1)
+    momenta = {layer.momentum for layer in default._flatten_layers()
+               if isinstance(layer, keras.layers.BatchNormalization)}
+    assert momenta == {0.9997}
+    assert not any(layer.synchronized for layer in default._flatten_layers()
+                   if isinstance(layer, keras.layers.BatchNormalization))

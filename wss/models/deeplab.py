@@ -30,6 +30,7 @@ import tensorflow as tf
 from wss.models.layers import (
     ConvBN,
     SeparableConvBN,
+    batch_norm_overrides,
     collect_tf1_variables,
     resize_bilinear,
     scale_dimension,
@@ -298,6 +299,8 @@ def build_deeplab(
     fine_tune_batch_norm: bool = True,
     classifier_dropout_rate: Optional[float] = None,
     aspp_dropout_rate: float = 0.1,
+    batch_norm_decay: Optional[float] = None,
+    synchronized_batch_norm: bool = False,
     dtype=None,
     build_input_size: int = 33,
     name: str = "deeplab",
@@ -321,6 +324,10 @@ def build_deeplab(
         fine_tune_batch_norm: Train BatchNorm statistics and parameters when `training`.
         classifier_dropout_rate: Pre-classifier dropout; None: 0.5 (Xception), 0 (ResNet).
         aspp_dropout_rate: Dropout after the ASPP projection (keep prob 0.9 in DeepLab).
+        batch_norm_decay: Moving-average decay of every BatchNorm; None keeps DeepLab's
+            values (0.9997 for Xception and the head), which suit fine-tuning from a
+            checkpoint; short runs from scratch (the demo) need a faster one such as 0.99.
+        synchronized_batch_norm: Batch statistics across replicas (off in the paper).
         dtype: Keras dtype policy for the model (for example `"mixed_bfloat16"`); None
             uses the global policy.
         build_input_size: Side of the dummy batch used to create the variables.
@@ -339,6 +346,19 @@ def build_deeplab(
     if atrous_rates is None:
         atrous_rates = default_atrous_rates(output_stride)
     policy = keras.dtype_policies.get(dtype) if dtype is not None else None
+    with batch_norm_overrides(batch_norm_decay, synchronized_batch_norm):
+        model = _construct(backbone, num_classes, output_stride, atrous_rates,
+                           decoder_output_stride, multi_grid, width_multiplier,
+                           middle_flow_units, resnet_units_per_block, fine_tune_batch_norm,
+                           classifier_dropout_rate, aspp_dropout_rate, policy, name)
+    model(tf.zeros([1, build_input_size, build_input_size, 3], tf.float32), training=False)
+    return model
+
+
+def _construct(backbone, num_classes, output_stride, atrous_rates, decoder_output_stride,
+               multi_grid, width_multiplier, middle_flow_units, resnet_units_per_block,
+               fine_tune_batch_norm, classifier_dropout_rate, aspp_dropout_rate, policy, name):
+    """Constructs (without building) the backbone and the DeepLabv3+ model."""
     if backbone == "xception_65":
         net = Xception65(
             output_stride=output_stride,
@@ -370,5 +390,4 @@ def build_deeplab(
         name=name,
         dtype=policy,
     )
-    model(tf.zeros([1, build_input_size, build_input_size, 3], tf.float32), training=False)
     return model

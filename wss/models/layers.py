@@ -17,6 +17,7 @@ instead of being typed by hand. The conventions follow DeepLab's code
 
 from __future__ import annotations
 
+import contextlib
 from typing import Iterator, Optional, Sequence, Tuple, Union
 
 import keras
@@ -105,6 +106,38 @@ class TF1Named:
         raise NotImplementedError
 
 
+_BATCH_NORM_OVERRIDES = {"momentum": None, "synchronized": False}
+
+
+@contextlib.contextmanager
+def batch_norm_overrides(momentum=None, synchronized=False):
+    """Overrides BatchNorm settings of the layers constructed inside the context.
+
+    Args:
+      momentum: moving-average decay for every BatchNorm (None keeps each part's DeepLab
+        value, e.g. 0.9997); a smaller value (0.99) suits short runs from scratch.
+      synchronized: compute batch statistics across replicas (`tf.distribute`).
+
+    Yields:
+      None.
+    """
+    previous = dict(_BATCH_NORM_OVERRIDES)
+    _BATCH_NORM_OVERRIDES.update(momentum=momentum, synchronized=synchronized)
+    try:
+        yield
+    finally:
+        _BATCH_NORM_OVERRIDES.update(previous)
+
+
+def batch_norm(momentum, epsilon, name, dtype=None):
+    """A Keras BatchNormalization layer with the overrides of `batch_norm_overrides`."""
+    if _BATCH_NORM_OVERRIDES["momentum"] is not None:
+        momentum = _BATCH_NORM_OVERRIDES["momentum"]
+    return keras.layers.BatchNormalization(
+        momentum=momentum, epsilon=epsilon, name=name, dtype=dtype,
+        synchronized=_BATCH_NORM_OVERRIDES["synchronized"])
+
+
 def _batch_norm_variables(bn: keras.layers.BatchNormalization, scope: str):
     yield bn.gamma, f"{scope}/BatchNorm/gamma"
     yield bn.beta, f"{scope}/BatchNorm/beta"
@@ -163,7 +196,7 @@ class ConvBN(keras.layers.Layer, TF1Named):
             name="conv",
             dtype=self.dtype_policy,
         )
-        self.bn = keras.layers.BatchNormalization(
+        self.bn = batch_norm(
             momentum=bn_momentum, epsilon=bn_epsilon, name="BatchNorm", dtype=self.dtype_policy
         )
 
@@ -240,7 +273,7 @@ class SeparableConvBN(keras.layers.Layer, TF1Named):
             name="depthwise",
             dtype=self.dtype_policy,
         )
-        self.depthwise_bn = keras.layers.BatchNormalization(
+        self.depthwise_bn = batch_norm(
             momentum=bn_momentum,
             epsilon=bn_epsilon,
             name="depthwise_BatchNorm",
