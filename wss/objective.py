@@ -25,6 +25,7 @@ gradient summed over replicas is the gradient of the global mean.
 """
 
 import gin
+import keras
 import tensorflow as tf
 
 from wss import gradcam, losses, metrics, pseudo_labels, sgc
@@ -153,6 +154,32 @@ class PseudoSegObjective:
                                                     weight=self.weight_decay)
         total = tf.add_n(list(named.values()))
         return total, named, strong
+
+    def train_step(self, optimizer, labelled, unlabelled=None, num_replicas=1):
+        """One replica's optimizer step: pseudo labels, losses, gradients, update.
+
+        Args:
+          optimizer: a Keras optimizer (a `LossScaleOptimizer` scales the loss).
+          labelled: labelled batch dict.
+          unlabelled: unlabelled / image-labelled batch dict (semi and weak modes).
+          num_replicas: replicas in sync; the loss is divided by it so that the gradients
+            summed over replicas are those of the global mean.
+
+        Returns:
+          (named losses including `loss_total`, pseudo-label dict or None, strong-view
+          outputs or None).
+        """
+        pseudo = self.pseudo_label_pass(unlabelled) if self.uses_unlabelled_stream else None
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            total, named, strong = self.compute_losses(labelled, unlabelled, pseudo)
+            scaled = total / num_replicas
+            if isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer):
+                scaled = optimizer.scale_loss(scaled)
+        gradients = tape.gradient(scaled, variables)
+        optimizer.apply_gradients(zip(gradients, variables))
+        named["loss_total"] = total
+        return named, pseudo, strong
 
     def diagnostics(self, unlabelled, pseudo):
         """Pseudo-label quality against the masks of the unlabelled stream, where it has them.

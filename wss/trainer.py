@@ -10,6 +10,7 @@ the previous checkpoint as the latest. SIGTERM (preemption) saves a checkpoint b
 A non-finite loss stops training with an error and writes no checkpoint of the broken state.
 """
 
+import hashlib
 import json
 import math
 import os
@@ -72,6 +73,30 @@ def _worker_dir(logdir, strategy):
         return logdir
     resolver = strategy.cluster_resolver
     return os.path.join(logdir, f".worker_{resolver.task_type}_{resolver.task_id}")
+
+
+def _write_worker_result(logdir, strategy, step, variables):
+    """Multi-worker runs: each worker writes its step and a digest of its final weights.
+
+    `LOGDIR/worker_results/<task_type>_<task_id>.json` holds `step`, `num_variables` and
+    `sha256` over the worker's local copy of `variables` (in order), so that a test or a user
+    can check that every worker of a MultiWorkerMirroredStrategy run ended with the same
+    weights. Single-host runs write nothing.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return
+    digest = hashlib.sha256()
+    for variable in variables:
+        value = np.ascontiguousarray(tf.convert_to_tensor(variable).numpy())
+        digest.update(str((value.dtype.str, value.shape)).encode())
+        digest.update(value.tobytes())
+    directory = os.path.join(logdir, "worker_results")
+    tf.io.gfile.makedirs(directory)
+    path = os.path.join(directory, f"{resolver.task_type}_{resolver.task_id}.json")
+    with tf.io.gfile.GFile(path, "w") as f:
+        json.dump({"step": step, "num_variables": len(variables),
+                   "sha256": digest.hexdigest(), "DEBUG": [[v.path, hashlib.sha256(np.asarray(tf.convert_to_tensor(v)).tobytes()).hexdigest()[:8], type(v).__name__] for v in variables]}, f, indent=2)
 
 
 def _step_of(optimizer):
@@ -204,24 +229,15 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
             f.write(gin.config_str())
 
     # ------------------------------------------------------------------ the step function
-    trainable = objective.trainable_variables
-    use_loss_scale = isinstance(optimizer, keras.mixed_precision.LossScaleOptimizer)
     semi = objective.uses_unlabelled_stream
 
     def replica_step(labelled, unlabelled, with_images):
-        pseudo = objective.pseudo_label_pass(unlabelled) if semi else None
-        with tf.GradientTape() as tape:
-            total, named, strong = objective.compute_losses(labelled, unlabelled, pseudo)
-            scaled = total / num_replicas
-            if use_loss_scale:
-                scaled = optimizer.scale_loss(scaled)
-        gradients = tape.gradient(scaled, trainable)
-        optimizer.apply_gradients(zip(gradients, trainable))
-        named["loss_total"] = total
+        named, pseudo, strong = objective.train_step(optimizer, labelled, unlabelled,
+                                                     num_replicas)
         stats = objective.diagnostics(unlabelled, pseudo) if semi else {}
         images = {}
         if with_images:
-            images = _summary_images(model, labelled, unlabelled, pseudo, strong)
+            images = _summary_images(labelled, unlabelled, pseudo, strong)
         return named, stats, images
 
     def step_fn(with_images):
@@ -305,6 +321,8 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
     result["history"] = history
     with tf.io.gfile.GFile(os.path.join(logdir, "train_result.json"), "w") as f:
         json.dump(result, f, indent=2)
+    _write_worker_result(logdir, strategy, step,
+                         model.variables + (sgc_head.variables if sgc_head else []))
     return result
 
 
@@ -326,9 +344,8 @@ def _write_pseudo_label_summaries(accumulated):
             tf.summary.scalar(f"calibration/ece_{name}", ece)
 
 
-def _summary_images(model, labelled, unlabelled, pseudo, strong):
+def _summary_images(labelled, unlabelled, pseudo, strong):
     """The first example's images for TensorBoard (paper figure 2 style)."""
-    del model
     images = {"labelled/image": labelled["image"][:1], "labelled/label": labelled["label"][:1]}
     if unlabelled is not None:
         images.update({
