@@ -76,27 +76,34 @@ def _worker_dir(logdir, strategy):
 
 
 def _write_worker_result(logdir, strategy, step, variables):
-    """Multi-worker runs: each worker writes its step and a digest of its final weights.
+    """Multi-worker runs: each worker writes its step and digests of its final weights.
 
-    `LOGDIR/worker_results/<task_type>_<task_id>.json` holds `step`, `num_variables` and
-    `sha256` over the worker's local copy of `variables` (in order), so that a test or a user
-    can check that every worker of a MultiWorkerMirroredStrategy run ended with the same
-    weights. Single-host runs write nothing.
+    `LOGDIR/worker_results/<task_type>_<task_id>.json` holds `step` and the sha256 of the
+    worker's local copy of the trainable `variables` (in order), so that a test or a user can
+    check that every worker of a MultiWorkerMirroredStrategy run ended with the same weights.
+    The non-trainable ones (BatchNorm moving statistics) get their own digest: Keras creates
+    them without a cross-replica aggregation, so each replica averages its own batches and the
+    chief's are the ones saved (as DeepLab kept the first clone's). Single-host runs write
+    nothing.
     """
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
         return
-    digest = hashlib.sha256()
-    for variable in variables:
-        value = np.ascontiguousarray(tf.convert_to_tensor(variable).numpy())
-        digest.update(str((value.dtype.str, value.shape)).encode())
-        digest.update(value.tobytes())
+    result = {"step": step}
+    for key, trainable in (("trainable", True), ("non_trainable", False)):
+        digest = hashlib.sha256()
+        chosen = [v for v in variables if bool(v.trainable) == trainable]
+        for variable in chosen:
+            value = np.ascontiguousarray(tf.convert_to_tensor(variable).numpy())
+            digest.update(str((value.dtype.str, value.shape)).encode())
+            digest.update(value.tobytes())
+        result[f"num_{key}"] = len(chosen)
+        result[f"sha256_{key}"] = digest.hexdigest()
     directory = os.path.join(logdir, "worker_results")
     tf.io.gfile.makedirs(directory)
     path = os.path.join(directory, f"{resolver.task_type}_{resolver.task_id}.json")
     with tf.io.gfile.GFile(path, "w") as f:
-        json.dump({"step": step, "num_variables": len(variables),
-                   "sha256": digest.hexdigest(), "DEBUG": [[v.path, hashlib.sha256(np.asarray(tf.convert_to_tensor(v)).tobytes()).hexdigest()[:8], type(v).__name__] for v in variables]}, f, indent=2)
+        json.dump(result, f, indent=2)
 
 
 def _step_of(optimizer):
