@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from test_training import tiny_bindings
@@ -142,4 +143,4 @@ def test_two_workers_on_loopback_end_with_identical_weights(tmp_path):
     assert results[0]["sha256_trainable"] == results[1]["sha256_trainable"]
     assert (logdir / "ckpt-3.index").exists()  # The chief's checkpoint.
     assert not (logdir / ".worker_worker_1").exists()  # The other worker's copy is removed.
-    assert "2 replica(s)" in open(logs[0]).read()
+    assert "2 replica(s)" in Path(logs[0]).read_text()
