@@ -46,6 +46,8 @@ def main(argv):
         reason = "by SIGTERM" if result["preempted"] else "(train.steps_per_run)"
         print(f"Stopped {reason} at step {result['step']}; rerun the same command to resume.")
         return
+    if not result["chief"]:  # Only the chief evaluates and exports, after its final save.
+        return
     summary = trainer.after_training(logdir)
     print("")
     if summary["miou"] is not None:

@@ -326,8 +326,10 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
     result["preempted"] = sigterm.received
     result["finished"] = step >= num_steps
     result["history"] = history
-    with tf.io.gfile.GFile(os.path.join(logdir, "train_result.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    result["chief"] = _is_chief(strategy)
+    if result["chief"]:
+        with tf.io.gfile.GFile(os.path.join(logdir, "train_result.json"), "w") as f:
+            json.dump(result, f, indent=2)
     _write_worker_result(logdir, strategy, step,
                          model.variables + (sgc_head.variables if sgc_head else []))
     return result
