@@ -143,6 +143,34 @@ def _seed_generator_states(model):
     return states
 
 
+class VariableStore(tf.Module):
+    """Every variable of a Keras model, tracked by its Keras path for `tf.train.Checkpoint`.
+
+    Keras 3 layers held in Python lists are not dependencies of the model in TensorFlow's
+    object graph, so `tf.train.Checkpoint(model=model)` would silently miss their variables
+    (BatchNorm statistics included). Checkpoints therefore name each variable explicitly.
+
+    Args:
+      layer: a built Keras layer or model.
+
+    Raises:
+      ValueError: if two variables share a path.
+    """
+
+    def __init__(self, layer):
+        super().__init__(name=None)
+        # Seed generator states have process-global names; `random_states` holds them.
+        skip = {id(v) for v in _seed_generator_states(layer)}
+        by_path = {}
+        for variable in layer.variables:
+            if id(variable) in skip:
+                continue
+            if variable.path in by_path:
+                raise ValueError(f"two variables of {layer.name} share the path {variable.path}")
+            by_path[variable.path] = variable
+        self.by_path = by_path
+
+
 def make_checkpoint(model, sgc_head=None, optimizer=None, step=None, **extra):
     """The checkpoint layout shared by training, evaluation and export.
 
@@ -156,8 +184,10 @@ def make_checkpoint(model, sgc_head=None, optimizer=None, step=None, **extra):
     Returns:
       A `tf.train.Checkpoint`.
     """
-    objects = {"model": model, "random_states": _seed_generator_states(model)}
-    for name, value in (("sgc_head", sgc_head), ("optimizer", optimizer), ("step", step)):
+    objects = {"model": VariableStore(model), "random_states": _seed_generator_states(model)}
+    if sgc_head is not None:
+        objects["sgc_head"] = VariableStore(sgc_head)
+    for name, value in (("optimizer", optimizer), ("step", step)):
         if value is not None:
             objects[name] = value
     objects.update(extra)
