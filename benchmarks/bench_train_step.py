@@ -69,6 +69,9 @@ def main():
     kwargs = dict(width_multiplier=0.125, middle_flow_units=2) if args.small else {}
     model = build_deeplab(num_classes=num_classes, **kwargs)
     head = sgc.make_sgc_head(num_classes)
+    features = model(tf.zeros([1, args.crop, args.crop, 3]))["features"]
+    sgc.sgc_logits(head, features["final"], features["penultimate"],  # Creates its variables.
+                   tf.zeros([1, num_classes - 1]), classifier_kernel=model.classifier_kernel)
     labelled, unlabelled = random_batches(args.batch, args.crop, num_classes)
     rows = [("supervised DeepLab (L_s only)", "supervised", None),
             ("supervised (L_s + L_x + L_sa)", "supervised", False),
