@@ -377,15 +377,6 @@ def _write_image_summaries(images, palette):
         tf.summary.image(key, picture, max_outputs=1)
 
 
-def replica_weights_equal(variables):
-    """Whether every mirrored variable holds the same value on all replicas (a test aid)."""
-    for variable in variables:
-        values = [np.asarray(v) for v in getattr(variable, "values", [variable])]
-        if any(not np.array_equal(values[0], v) for v in values[1:]):
-            return False
-    return True
-
-
 @gin.configurable
 def after_training(logdir, evaluate=True, export=False, export_dir=None):
     """Evaluates (and exports) the final checkpoint; prints where everything is.
