@@ -163,3 +163,115 @@ def test_crop_first_weak_view_equals_scale_pad_crop_flip():
         np.testing.assert_allclose(got["image"].numpy(), x.numpy(), atol=0.01)
         np.testing.assert_array_equal(got["label"].numpy(), lab.numpy())
         np.testing.assert_array_equal(got["valid"].numpy(), v.numpy())
+
+
+def test_weak_view_equals_scale_pad_crop_flip_at_every_scale():
+    """Each resampling path (shrink: ScaleAndTranslate; no scaling: slice; enlarge:
+    ResizeBilinear of the whole image), with and without padding and flip, against the plain
+    DeepLab composition: labels and valid masks exactly, images to float rounding."""
+    rng = np.random.default_rng(1)
+    image = tf.constant(rng.integers(0, 256, (37, 50, 3), dtype=np.uint8))
+    label = tf.constant(rng.integers(0, 21, (37, 50)).astype(np.int32))
+    flips = set()
+    for scale in (0.5, 0.75, 1.0, 1.25, 1.5, 2.0):
+        for crop in ((48, 48), (24, 40), (40, 64)):
+            for i in range(4):
+                seed = _seed(100 * i + int(scale * 4))
+                got = augment.weak_view(image, label, seed, crop_size=crop, min_scale=scale,
+                                        max_scale=scale)
+                s_scale, s_crop, s_flip = augment._split(seed, 3)
+                x, lab = augment.random_scale(tf.cast(image, tf.float32), label, s_scale,
+                                              scale, scale)
+                x, lab, v = augment.pad_to_size(x, lab, *crop)
+                x, lab, v = augment.random_crop([x, lab, v], *crop, s_crop)
+                flipped = bool(tf.random.stateless_uniform([], s_flip) < 0.5)
+                flips.add(flipped)
+                x, lab, v = augment.random_flip([x, lab, v], s_flip)
+                np.testing.assert_allclose(got["image"].numpy(), x.numpy(), atol=2e-3)
+                np.testing.assert_array_equal(got["label"].numpy(), lab.numpy())
+                np.testing.assert_array_equal(got["valid"].numpy(), v.numpy())
+    assert flips == {True, False}
+
+
+def _ref_color_jitter(image, seed, valid, brightness, contrast, saturation, hue, max_value):
+    """The previous `color_jitter` (tf.image ops in a random order), kept as the reference."""
+    seeds = augment._split(seed, 5)
+    ops = []
+    if brightness > 0:
+        delta = tf.random.stateless_uniform([], seeds[0], -brightness, brightness) * max_value
+        ops.append(lambda x: x + delta)
+    if contrast > 0:
+        factor = tf.random.stateless_uniform([], seeds[1], 1.0 - contrast, 1.0 + contrast)
+        ops.append(lambda x: x * factor + augment._masked_mean(x, valid) * (1.0 - factor))
+    if saturation > 0:
+        factor_s = tf.random.stateless_uniform(
+            [], seeds[2], max(1.0 - saturation, 0.0), 1.0 + saturation)
+        ops.append(lambda x: tf.image.adjust_saturation(x, factor_s))
+    if hue > 0:
+        delta_h = tf.random.stateless_uniform([], seeds[3], -hue, hue)
+        ops.append(lambda x: tf.image.adjust_hue(x, delta_h))
+    if len(ops) == 1:
+        return tf.clip_by_value(ops[0](image), 0.0, max_value)
+    order = tf.argsort(tf.random.stateless_uniform([len(ops)], seeds[4])).numpy()
+    for position in order:
+        image = tf.clip_by_value(ops[position](image), 0.0, max_value)
+    return image
+
+
+def _ref_strong_view(image, valid, seed, strength=1.0, jitter_prob=1.0, cutout_size=100,
+                     cutout_fill=127.5):
+    """The previous `strong_view` (plain TF ops), kept as the reference."""
+    s_prob, s_jitter, s_cut = augment._split(seed, 3)
+    strong = image
+    if strength > 0:
+        strong = _ref_color_jitter(image, s_jitter, valid, 0.5 * strength, 0.5 * strength,
+                                   0.5 * strength, 0.25 * strength, 255.0)
+        if jitter_prob < 1.0 and not tf.random.stateless_uniform([], s_prob) < jitter_prob:
+            strong = image
+    strong_valid = valid
+    if cutout_size > 0:
+        strong_valid = valid * augment.cutout_mask(*valid.shape, s_cut, cutout_size)
+    if strength > 0:
+        strong = tf.where(valid[:, :, None] > 0, strong, 127.5)
+    if cutout_size > 0:
+        cut = tf.logical_and(valid > 0, strong_valid == 0)
+        strong = tf.where(cut[:, :, None], cutout_fill, strong)
+    return strong, strong_valid
+
+
+def test_strong_view_equals_previous_implementation():
+    """Closed-form planar jitter (XLA-compiled or not) against the tf.image reference."""
+    rng = np.random.default_rng(2)
+    low = rng.integers(0, 256, (6, 8, 3)).astype(np.float32)
+    image = tf.cast(tf.image.resize(low[None], (40, 50), method="bicubic")[0], tf.uint8)
+    label = tf.zeros([40, 50], tf.int32)
+    configs = [dict(), dict(jitter_prob=0.5, cutout_fill=0.0), dict(strength=0.5, cutout_size=0),
+               dict(strength=2.0, cutout_size=7)]
+    for i in range(6):
+        weak = augment.weak_view(image, label, _seed(i), crop_size=(48, 56))
+        for config in configs:
+            want, want_valid = _ref_strong_view(weak["image"], weak["valid"], _seed(i + 9),
+                                                **config)
+            for jit_compile in (True, False):
+                got = augment.strong_view(weak["image"], weak["valid"], _seed(i + 9),
+                                          jit_compile=jit_compile, **config)
+                np.testing.assert_allclose(got["strong"].numpy(), want.numpy(), atol=2e-3)
+                np.testing.assert_array_equal(got["strong_valid"].numpy(), want_valid.numpy())
+
+
+def test_closed_form_hue_and_saturation_match_tf_image():
+    rng = np.random.default_rng(3)
+    pixels = rng.uniform(0, 255, (500, 3)).astype(np.float32)
+    special = np.array([[0, 0, 0], [255, 255, 255], [10, 10, 10], [200, 200, 10],
+                        [200, 10, 200], [10, 200, 200], [255, 0, 0], [0, 255, 0], [0, 0, 255],
+                        [100, 50, 50], [50, 100, 100], [0, 0, 1]], np.float32)
+    image = tf.constant(np.concatenate([pixels, special])[None])  # [1, N, 3]
+    planes = tf.transpose(image, [2, 0, 1])
+    for delta in (-0.25, -0.1, 0.0, 0.07, 0.25, 0.5):
+        got = tf.transpose(augment._hue_planar(planes, delta), [1, 2, 0])
+        np.testing.assert_allclose(got.numpy(), tf.image.adjust_hue(image, delta).numpy(),
+                                   atol=1e-3)
+    for factor in (0.0, 0.5, 0.9, 1.0, 1.3, 1.5, 3.0):
+        got = tf.transpose(augment._saturation_planar(planes, factor), [1, 2, 0])
+        np.testing.assert_allclose(got.numpy(),
+                                   tf.image.adjust_saturation(image, factor).numpy(), atol=1e-3)
