@@ -1,16 +1,20 @@
 """Training loop, checkpoints, evaluation and export at tiny sizes on 2 logical CPUs."""
 
+import gc
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import weakref
 
 import gin
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow.python.data.ops import iterator_ops
 
 from wss import evaluation, experiment, trainer
 from wss.data import synthetic
@@ -60,10 +64,39 @@ def clean_gin():
     gin.clear_config()
 
 
+@pytest.fixture
+def input_resources(monkeypatch):
+    """Weak references to the tf.data iterator resources created during a test.
+
+    An iterator's resource lives as long as any tensor holding its handle, e.g. a traced graph
+    that captured it; resources that outlive `train()` are destroyed only at interpreter exit,
+    where each waits for its pipeline's autotuning thread (up to a minute apiece).
+    """
+    created = []
+    original = iterator_ops.OwnedIterator.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        if tf.executing_eagerly():  # Not the placeholders of traced functions.
+            created.append(weakref.ref(self._iterator_resource))
+
+    monkeypatch.setattr(iterator_ops.OwnedIterator, "__init__", init)
+    return created
+
+
+def assert_released(created):
+    gc.collect()
+    assert created, "no tf.data iterator was created"
+    alive = [ref for ref in created if ref() is not None]
+    assert not alive, f"{len(alive)} of {len(created)} iterator resources outlived train()"
+
+
 @pytest.mark.parametrize("mode", ["supervised", "semi", "weak"])
-def test_modes_run_on_two_replicas_with_finite_losses(tiny_data, tmp_path, mode):
+def test_modes_run_on_two_replicas_with_finite_losses(tiny_data, tmp_path, mode,
+                                                      input_resources):
     configure(tiny_data, mode=mode, steps=2)
     result = trainer.train(str(tmp_path))
+    assert_released(input_resources)
     assert result["step"] == 2
     expected = {"loss_s", "loss_x", "loss_sa", "loss_wd", "loss_total"}
     if mode != "supervised":
@@ -75,21 +108,53 @@ def test_modes_run_on_two_replicas_with_finite_losses(tiny_data, tmp_path, mode)
     assert os.path.exists(tmp_path / experiment.CONFIG_FILENAME)
 
 
-def test_supervised_loss_falls_when_overfitting(tiny_data, tmp_path):
-    # Four labelled images without scale augmentation: the decoder must fit them.
-    configure(tiny_data, mode="supervised", steps=30, extra=[
+def test_supervised_overfits_four_images_and_evaluation_sees_it(tiny_data, tmp_path):
+    """Four labelled images without scale augmentation: the model must fit them.
+
+    The loss falls during training, and evaluating the final checkpoint in inference mode (on
+    moving BatchNorm statistics) on the same four full 40 x 40 images finds most foreground
+    pixels, far above the all-background prediction.
+    """
+    steps = 150
+    configure(tiny_data, mode="supervised", steps=steps, extra=[
         "labelled_dataset.min_scale = 1.0", "labelled_dataset.max_scale = 1.0",
-        "make_optimizer.base_learning_rate = 0.05", "train.checkpoint_every = 100",
-        "train.image_summary_every = 0", "make_strategy.devices = ['/cpu:0']"])
+        "make_optimizer.base_learning_rate = 0.1", "train.checkpoint_every = 1000",
+        "train.image_summary_every = 0", "make_strategy.devices = ['/cpu:0']",
+        "train.labelled_batch_size = 4", "train.log_every = 10",
+        "build_deeplab.width_multiplier = 0.25",
+        "train.crop_size = (41, 41)",
+        # The whole image at every step, and enough width to fit four images in 150 steps.
+        # Moving statistics that follow the weights (0.99 would keep 22% of the initial
+        # ones), so that inference mode sees what training fitted.
+        "build_deeplab.batch_norm_decay = 0.9"])
     result = trainer.train(str(tmp_path))
     history = result["history"]
-    assert [h["step"] for h in history] == list(range(1, 31))
+    assert [h["step"] for h in history] == list(range(10, steps + 1, 10))
     first = np.mean([h["loss_s"] for h in history[:3]])
     last = np.mean([h["loss_s"] for h in history[-3:]])
     assert last < 0.6 * first, (first, last)
 
+    results, _ = evaluation.evaluate_checkpoint(
+        str(tmp_path), pattern=os.path.join(tiny_data, "train-*.tfrecord"),
+        split_file=os.path.join(tiny_data, "labelled_1_16.txt"))
+    assert results["num_images"] == 4
+    matrix = np.asarray(results["confusion_matrix"], np.float64)
+    total = matrix.sum()
+    assert total == 4 * 40 * 40
+    background_baseline = matrix[0].sum() / total  # Pixel accuracy of predicting background.
+    foreground_recall = np.trace(matrix[1:, 1:]) / matrix[1:].sum()
+    num_present = int(np.sum(matrix.sum(axis=1) > 0))
+    report = (background_baseline, foreground_recall, num_present, results)
+    # Predicting background everywhere: foreground recall 0, pixel accuracy
+    # `background_baseline` (0.76 here) and mIoU `background_baseline / num_present` (a
+    # background IoU of `background_baseline`, 0 for each foreground class present).
+    assert foreground_recall > 0.6, report
+    assert results["pixel_accuracy"] > background_baseline + 0.4 * (1 - background_baseline), report
+    assert results["miou"] > max(0.4, 2 * background_baseline / num_present), report
 
-def test_resume_then_non_finite_loss_keeps_last_good_checkpoint(tiny_data, tmp_path):
+
+def test_resume_then_non_finite_loss_keeps_last_good_checkpoint(tiny_data, tmp_path,
+                                                                input_resources):
     extra = ["make_strategy.devices = ['/cpu:0']", "train.image_summary_every = 0"]
     configure(tiny_data, mode="supervised", steps=2, extra=extra)
     trainer.train(str(tmp_path))
@@ -103,9 +168,74 @@ def test_resume_then_non_finite_loss_keeps_last_good_checkpoint(tiny_data, tmp_p
     gin.clear_config()
     configure(tiny_data, mode="supervised", steps=30,
               extra=extra + ["make_optimizer.base_learning_rate = 1e30"])
-    with pytest.raises(trainer.NonFiniteLossError, match="non-finite.*ckpt-4"):
+    with pytest.raises(trainer.NonFiniteLossError, match="non-finite.*ckpt-4") as raised:
         trainer.train(str(tmp_path))
+    # The traceback keeps train()'s frame, but not the input pipelines.
+    assert raised.traceback
+    assert_released(input_resources)
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-4")
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains_in_low_precision_and_restores_policy(
+        tiny_data, tmp_path, monkeypatch, policy):
+    """Float32 variables, low-precision compute, a loadable checkpoint, no leaked policy."""
+    built = []
+    original_build_models = experiment.build_models
+
+    def build_models(**kwargs):
+        built.append(original_build_models(**kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(experiment, "build_models", build_models)
+    loss_scale = policy == "mixed_float16"
+    extra = ["make_strategy.devices = ['/cpu:0']", "train.image_summary_every = 0",
+             f"train.mixed_precision_policy = '{policy}'",
+             f"make_optimizer.loss_scale = {loss_scale}"]
+    configure(tiny_data, mode="semi", steps=2, extra=extra)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    result = trainer.train(str(tmp_path))
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+    assert result["step"] == 2 and [h["step"] for h in result["history"]] == [1, 2]
+    for key in ("loss_s", "loss_u", "loss_sa", "loss_x", "loss_total"):
+        assert np.isfinite(result[key]), (key, result[key])
+    compute = policy.split("_")[1]
+    model, sgc_head = built[0]
+    for layer in (model, sgc_head):
+        assert layer.dtype_policy.name == policy
+        floating = {v.dtype for v in layer.variables if v.dtype != "int64"}  # Not seed states.
+        assert floating == {"float32"}, layer.name
+    outputs = model(tf.zeros([1, 33, 33, 3]), training=False)
+    assert outputs["features"]["final"].dtype == compute  # Backbone features.
+    assert outputs["logits"].dtype == "float32"  # Cast for the losses and softmax.
+
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path)))
+    dtypes = reader.get_variable_to_dtype_map()
+    assert {dtypes[n] for n in dtypes if n.startswith("model/")} == {tf.float32}
+    scales = [n for n in dtypes if n.startswith("optimizer/dynamic_scale")]
+    if loss_scale:
+        # Initial scale 2^15, halved on each overflow (growth needs 2000 good steps).
+        assert len(scales) == 1
+        expected = 2.0 ** 15 * 0.5 ** result["skipped_updates"]
+        assert reader.get_tensor(scales[0]) == expected
+    else:
+        assert not scales and result["skipped_updates"] == 0
+    # The checkpoint loads into a float32 model, as evaluation and export build it.
+    fresh, _ = experiment.build_models(with_sgc_head=False)
+    experiment.restore_models(str(tmp_path), fresh)
+    assert fresh.compute_dtype == "float32"
+    assert len(fresh.variables) == len(model.variables)
+    for restored, trained in zip(fresh.variables, model.variables):
+        np.testing.assert_array_equal(restored.numpy(), trained.numpy(), err_msg=trained.path)
+
+    # A failing run restores the previous policy too.
+    gin.clear_config()
+    configure(tiny_data, mode="semi", steps=2, extra=extra + [
+        "train.labelled_pattern = '/nonexistent/train-*.tfrecord'"])
+    with pytest.raises(Exception, match="/nonexistent/train"):
+        trainer.train(str(tmp_path / "failed"))
+    assert keras.mixed_precision.global_policy().name == "float32"
 
 
 def _final_weights(logdir):
@@ -236,3 +366,39 @@ def test_sigkill_then_rerun_resumes(tiny_data, tmp_path):
     assert f"Resumed from {killed_at}" in completed.stdout
     with open(os.path.join(logdir, "train_result.json")) as f:
         assert json.load(f)["step"] == step + 2
+
+
+def test_cli_exits_promptly_after_training_on_two_replicas(tiny_data, tmp_path):
+    """`python -m wss.train` on 2 logical CPUs exits without waiting on tf.data teardown.
+
+    The distributed input pipelines must be gone before interpreter exit: destroying one there
+    waits for its autotuning thread to wake, up to a minute apiece (see `input_resources`).
+    """
+    logdir = str(tmp_path / "run")
+    script = (
+        "import runpy, sys, time\n"
+        "import tensorflow as tf\n"
+        "cpu = tf.config.list_physical_devices('CPU')[0]\n"
+        "tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()]"
+        " * 2)\n"
+        "sys.argv[0] = 'wss.train'\n"
+        "try:\n"
+        "    runpy.run_module('wss.train', run_name='__main__', alter_sys=True)\n"
+        "finally:\n"
+        "    print(f'MAIN RETURNED {time.time()}', flush=True)\n"
+    )
+    command = [sys.executable, "-c", script, "--gin_file=demo.gin", f"--logdir={logdir}"]
+    for binding in tiny_bindings(tiny_data, mode="supervised", steps=2, extra=[
+            "train.image_summary_every = 0", "after_training.evaluate = False",
+            "after_training.export = False"]):
+        command.append(f"--gin_bindings={binding}")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    completed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
+                               timeout=240)
+    exited = time.time()
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "on 2 replica(s)" in completed.stdout
+    returned = float(completed.stdout.split("MAIN RETURNED ")[1].split()[0])
+    assert exited - returned < 20, exited - returned
+    with open(os.path.join(logdir, "train_result.json")) as f:
+        assert json.load(f)["step"] == 2

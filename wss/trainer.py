@@ -161,178 +161,203 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
       seed: global random seed (weights, augmentation, shuffling).
       deterministic: enable TensorFlow op determinism (slower; for reproducibility tests).
       mixed_precision_policy: None, `mixed_bfloat16` (TPU) or `mixed_float16` (GPU; use with
-        `make_optimizer.loss_scale = True`).
+        `make_optimizer.loss_scale = True`). It is Keras's global policy during this call only;
+        the previous one is restored on return or error. Steps whose loss-scaled gradients
+        overflow are skipped by the optimizer and not counted.
       palette: colour palette of image summaries (`pascal` or `cityscapes`).
       steps_per_run: stop this invocation after this many steps (with a checkpoint), e.g. to
         fit a job time limit; rerunning continues. None trains to `num_steps`.
 
     Returns:
-      dict of the last step's named losses (floats) and `step`.
+      dict of the last step's named losses (floats), `step`, `history` (the logged steps),
+      `preempted`, `finished`, `chief` and `skipped_updates` (loss-scale overflows).
 
     Raises:
       NonFiniteLossError: if a loss becomes NaN or infinite.
       ValueError / FileNotFoundError: for bad configuration, before any training step.
     """
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
-    if deterministic:
-        tf.config.experimental.enable_op_determinism()
-    if mixed_precision_policy:
-        keras.mixed_precision.set_global_policy(mixed_precision_policy)
-    strategy = strategy or strategy_lib.make_strategy()
-    num_replicas = strategy.num_replicas_in_sync
+    # The dtype policy is process-global in Keras: set it for this run only.
+    previous_policy = keras.mixed_precision.global_policy()
+    labelled_iter = unlabelled_iter = None
+    try:
+        if mixed_precision_policy:
+            keras.mixed_precision.set_global_policy(mixed_precision_policy)
+        if seed is not None:
+            keras.utils.set_random_seed(seed)
+        if deterministic:
+            tf.config.experimental.enable_op_determinism()
+        strategy = strategy or strategy_lib.make_strategy()
+        num_replicas = strategy.num_replicas_in_sync
 
-    # The input streams come first: a missing path or split fails before any model work.
-    if mode not in MODES:
-        raise ValueError(f"train.mode={mode!r}; choose one of {MODES}")
-    tf.io.gfile.makedirs(logdir)
-    save_dir = _worker_dir(logdir, strategy)
-    # Distributed iterators cannot be checkpointed; with a seed the streams are a pure function
-    # of their position, so a resumed run skips the batches it already trained on instead.
-    resume_step = _checkpoint_step(tf.train.latest_checkpoint(save_dir))
-    skip_batches = resume_step if seed is not None else 0
-    labelled_spec = pipeline.DatasetSpec(labelled_pattern, labelled_split)
-    labelled_iter = iter(pipeline.make_distributed(
-        strategy, pipeline.labelled_dataset, spec=labelled_spec,
-        batch_size=labelled_batch_size * num_replicas, num_classes=num_classes,
-        crop_size=crop_size, seed=seed, skip_batches=skip_batches))
-    unlabelled_iter = None
-    if mode != "supervised":
-        if not unlabelled_pattern:
-            raise ValueError(f"train.mode={mode!r} needs train.unlabelled_pattern")
-        same_records = unlabelled_pattern == labelled_pattern and not unlabelled_split
-        unlabelled_spec = pipeline.DatasetSpec(
-            unlabelled_pattern, unlabelled_split,
-            exclude_file=labelled_split if same_records else None)
-        unlabelled_iter = iter(pipeline.make_distributed(
-            strategy, pipeline.unlabelled_dataset, spec=unlabelled_spec,
-            batch_size=unlabelled_batch_size * num_replicas, num_classes=num_classes,
-            crop_size=crop_size, seed=None if seed is None else seed + 1,
-            skip_batches=skip_batches))
+        # The input streams come first: a missing path or split fails before any model work.
+        if mode not in MODES:
+            raise ValueError(f"train.mode={mode!r}; choose one of {MODES}")
+        tf.io.gfile.makedirs(logdir)
+        save_dir = _worker_dir(logdir, strategy)
+        # Distributed iterators cannot be checkpointed; with a seed the streams are a pure function
+        # of their position, so a resumed run skips the batches it already trained on instead.
+        resume_step = _checkpoint_step(tf.train.latest_checkpoint(save_dir))
+        skip_batches = resume_step if seed is not None else 0
+        labelled_spec = pipeline.DatasetSpec(labelled_pattern, labelled_split)
+        labelled_iter = iter(pipeline.make_distributed(
+            strategy, pipeline.labelled_dataset, spec=labelled_spec,
+            batch_size=labelled_batch_size * num_replicas, num_classes=num_classes,
+            crop_size=crop_size, seed=seed, skip_batches=skip_batches))
+        unlabelled_iter = None
+        if mode != "supervised":
+            if not unlabelled_pattern:
+                raise ValueError(f"train.mode={mode!r} needs train.unlabelled_pattern")
+            same_records = unlabelled_pattern == labelled_pattern and not unlabelled_split
+            unlabelled_spec = pipeline.DatasetSpec(
+                unlabelled_pattern, unlabelled_split,
+                exclude_file=labelled_split if same_records else None)
+            unlabelled_iter = iter(pipeline.make_distributed(
+                strategy, pipeline.unlabelled_dataset, spec=unlabelled_spec,
+                batch_size=unlabelled_batch_size * num_replicas, num_classes=num_classes,
+                crop_size=crop_size, seed=None if seed is None else seed + 1,
+                skip_batches=skip_batches))
 
-    with strategy.scope():
-        model, sgc_head = experiment.build_models(num_classes=num_classes)
-        objective = PseudoSegObjective(model, sgc_head, mode=mode)
-        optimizer = optim.make_optimizer(num_steps)
-        optimizer.build(objective.trainable_variables)
+        with strategy.scope():
+            model, sgc_head = experiment.build_models(num_classes=num_classes)
+            objective = PseudoSegObjective(model, sgc_head, mode=mode)
+            optimizer = optim.make_optimizer(num_steps)
+            optimizer.build(objective.trainable_variables)
 
-    checkpoint = experiment.make_checkpoint(model, sgc_head, optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=max_to_keep)
-    restored = manager.restore_or_initialize() if manager.latest_checkpoint else None
-    if restored:
-        logging.info("Resumed from %s at step %d", restored, _step_of(optimizer))
-        print(f"Resumed from {restored} (step {_step_of(optimizer)})", flush=True)
-    elif init_checkpoint:
-        from wss.models import load_deeplab_checkpoint
+        checkpoint = experiment.make_checkpoint(model, sgc_head, optimizer)
+        manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=max_to_keep)
+        restored = manager.restore_or_initialize() if manager.latest_checkpoint else None
+        if restored:
+            logging.info("Resumed from %s at step %d", restored, _step_of(optimizer))
+            print(f"Resumed from {restored} (step {_step_of(optimizer)})", flush=True)
+        elif init_checkpoint:
+            from wss.models import load_deeplab_checkpoint
 
-        report = load_deeplab_checkpoint(
-            model, init_checkpoint, skip_mismatch=True,
-            skip_last_layer=not initialize_last_layer)
-        logging.info("Warm start from %s:\n%s", init_checkpoint, report)
-        print(f"Warm start from {init_checkpoint}: {report.summary()}", flush=True)
+            report = load_deeplab_checkpoint(
+                model, init_checkpoint, skip_mismatch=True,
+                skip_last_layer=not initialize_last_layer)
+            logging.info("Warm start from %s:\n%s", init_checkpoint, report)
+            print(f"Warm start from {init_checkpoint}: {report.summary()}", flush=True)
 
-    if _is_chief(strategy):
-        with tf.io.gfile.GFile(os.path.join(logdir, experiment.CONFIG_FILENAME), "w") as f:
-            f.write(gin.config_str())
+        if _is_chief(strategy):
+            with tf.io.gfile.GFile(os.path.join(logdir, experiment.CONFIG_FILENAME), "w") as f:
+                f.write(gin.config_str())
 
-    # ------------------------------------------------------------------ the step function
-    semi = objective.uses_unlabelled_stream
+        # ------------------------------------------------------------------ the step function
+        semi = objective.uses_unlabelled_stream
 
-    def replica_step(labelled, unlabelled, with_images):
-        named, pseudo, strong = objective.train_step(optimizer, labelled, unlabelled,
-                                                     num_replicas)
-        stats = objective.diagnostics(unlabelled, pseudo) if semi else {}
-        images = {}
-        if with_images:
-            images = _summary_images(labelled, unlabelled, pseudo, strong)
-        return named, stats, images
+        def replica_step(labelled, unlabelled, with_images):
+            named, pseudo, strong = objective.train_step(optimizer, labelled, unlabelled,
+                                                         num_replicas)
+            stats = objective.diagnostics(unlabelled, pseudo) if semi else {}
+            images = {}
+            if with_images:
+                images = _summary_images(labelled, unlabelled, pseudo, strong)
+            return named, stats, images
 
-    def step_fn(with_images):
-        labelled = next(labelled_iter)
-        unlabelled = next(unlabelled_iter) if semi else None
-        named, stats, images = strategy.run(replica_step, args=(labelled, unlabelled,
-                                                                 with_images))
-        named = {k: strategy.reduce("MEAN", v, axis=None) for k, v in named.items()}
-        stats = {k: strategy.reduce("SUM", v, axis=None) for k, v in stats.items()}
-        images = {k: strategy.experimental_local_results(v)[0] for k, v in images.items()}
-        return named, stats, images
+        # The iterators are arguments, not closure captures: a traced graph that captured them
+        # would keep their tf.data resources alive after `train` returns (the traced graph
+        # outlives it), until interpreter exit, where destroying each one waits for its
+        # pipeline's autotuning thread to wake, up to a minute apiece.
+        def step_fn(labelled_iter, unlabelled_iter, with_images):
+            labelled = next(labelled_iter)
+            unlabelled = next(unlabelled_iter) if semi else None
+            named, stats, images = strategy.run(replica_step, args=(labelled, unlabelled,
+                                                                     with_images))
+            named = {k: strategy.reduce("MEAN", v, axis=None) for k, v in named.items()}
+            stats = {k: strategy.reduce("SUM", v, axis=None) for k, v in stats.items()}
+            images = {k: strategy.experimental_local_results(v)[0] for k, v in images.items()}
+            return named, stats, images
 
-    train_step = tf.function(step_fn)
+        train_step = tf.function(step_fn)
 
-    # ------------------------------------------------------------------ the loop
-    writer = tf.summary.create_file_writer(os.path.join(save_dir, "train"))
-    colour_palette = visualize.get_palette(palette)
-    step = _step_of(optimizer)
-    start_step, start_time = step, time.time()
-    last_log_time, last_log_step = start_time, step
-    global_batch = num_replicas * (labelled_batch_size + (unlabelled_batch_size if semi else 0))
-    accumulated = {}
-    logged = {}
-    history = []
-    print(f"Training {objective.mode} for {num_steps} steps on {num_replicas} replica(s); "
-          f"logdir {logdir}", flush=True)
-    stop_step = num_steps if not steps_per_run else min(num_steps, step + steps_per_run)
-    with _SigtermFlag() as sigterm:
-        while step < stop_step:
-            with_images = bool(image_summary_every) and (step + 1) % image_summary_every == 0
-            named, stats, images = train_step(with_images)
-            step = _step_of(optimizer)
-            values = {k: float(v) for k, v in named.items()}
-            bad = [k for k, v in values.items() if not math.isfinite(v)]
-            if bad:
-                raise NonFiniteLossError(
-                    f"step {step}: non-finite {', '.join(f'{k}={values[k]}' for k in bad)}; "
-                    f"stopping. The last good checkpoint is {manager.latest_checkpoint}")
-            for key, value in stats.items():
-                accumulated[key] = accumulated.get(key, 0.0) + value.numpy()
-            logged = values
-            if step % log_every == 0 or step == num_steps:
-                history.append({"step": step, **values})
-                now = time.time()
-                rate = (step - last_log_step) * global_batch / max(now - last_log_time, 1e-9)
-                per_step = (now - start_time) / max(step - start_step, 1)
-                lr = float(optimizer.learning_rate)
-                eta = _format_eta(per_step * (num_steps - step))
-                losses_text = " ".join(f"{k}={v:.4f}" for k, v in sorted(values.items()))
-                print(f"step {step}/{num_steps} {losses_text} lr={lr:.5f} {rate:.1f} img/s "
-                      f"eta {eta}", flush=True)
-                last_log_time, last_log_step = now, step
-            if step % summary_every == 0 or step == num_steps:
-                with writer.as_default(step=step):
-                    for key, value in values.items():
-                        tf.summary.scalar(f"losses/{key}", value)
-                    tf.summary.scalar("learning_rate", float(optimizer.learning_rate))
-                    _write_pseudo_label_summaries(accumulated)
-                accumulated = {}
-            if images:
-                with writer.as_default(step=step):
-                    _write_image_summaries(images, colour_palette)
-            if step % checkpoint_every == 0 or sigterm.received or step == stop_step:
-                manager.save(checkpoint_number=step)
-            if sigterm.received:
-                break
-    if not sigterm.received and (manager.latest_checkpoint is None
-                                 or not manager.latest_checkpoint.endswith(f"-{step}")):
-        manager.save(checkpoint_number=step)
-    writer.flush()
-    if _is_chief(strategy):
-        with tf.io.gfile.GFile(
-                os.path.join(logdir, experiment.OPERATIVE_CONFIG_FILENAME), "w") as f:
-            f.write(gin.operative_config_str())
-    if save_dir != logdir:  # Non-chief workers remove their private copies.
-        tf.io.gfile.rmtree(save_dir)
-    result = dict(logged)
-    result["step"] = step
-    result["preempted"] = sigterm.received
-    result["finished"] = step >= num_steps
-    result["history"] = history
-    result["chief"] = _is_chief(strategy)
-    if result["chief"]:
-        with tf.io.gfile.GFile(os.path.join(logdir, "train_result.json"), "w") as f:
-            json.dump(result, f, indent=2)
-    _write_worker_result(logdir, strategy, step,
-                         model.variables + (sgc_head.variables if sgc_head else []))
-    return result
+        # ------------------------------------------------------------------ the loop
+        writer = tf.summary.create_file_writer(os.path.join(save_dir, "train"))
+        colour_palette = visualize.get_palette(palette)
+        step = _step_of(optimizer)
+        start_step, start_time = step, time.time()
+        last_log_time, last_log_step = start_time, step
+        global_batch = num_replicas * (labelled_batch_size + (unlabelled_batch_size if semi else 0))
+        accumulated = {}
+        logged = {}
+        history = []
+        skipped_updates = 0
+        print(f"Training {objective.mode} for {num_steps} steps on {num_replicas} replica(s); "
+              f"logdir {logdir}", flush=True)
+        stop_step = num_steps if not steps_per_run else min(num_steps, step + steps_per_run)
+        with _SigtermFlag() as sigterm:
+            while step < stop_step:
+                with_images = bool(image_summary_every) and (step + 1) % image_summary_every == 0
+                named, stats, images = train_step(labelled_iter, unlabelled_iter, with_images)
+                previous_step, step = step, _step_of(optimizer)
+                values = {k: float(v) for k, v in named.items()}
+                bad = [k for k, v in values.items() if not math.isfinite(v)]
+                if bad:
+                    raise NonFiniteLossError(
+                        f"step {step}: non-finite {', '.join(f'{k}={values[k]}' for k in bad)}; "
+                        f"stopping. The last good checkpoint is {manager.latest_checkpoint}")
+                for key, value in stats.items():
+                    accumulated[key] = accumulated.get(key, 0.0) + value.numpy()
+                logged = values
+                if step == previous_step and not sigterm.received:
+                    # A LossScaleOptimizer skipped the update (non-finite scaled gradients) and
+                    # lowered its scale; nothing is due for a step that did not happen.
+                    skipped_updates += 1
+                    logging.info("step %d: gradients overflowed at loss scale %s; update skipped",
+                                 step, float(tf.convert_to_tensor(optimizer.dynamic_scale.value)))
+                    continue
+                if step % log_every == 0 or step == num_steps:
+                    history.append({"step": step, **values})
+                    now = time.time()
+                    rate = (step - last_log_step) * global_batch / max(now - last_log_time, 1e-9)
+                    per_step = (now - start_time) / max(step - start_step, 1)
+                    lr = float(optimizer.learning_rate)
+                    eta = _format_eta(per_step * (num_steps - step))
+                    losses_text = " ".join(f"{k}={v:.4f}" for k, v in sorted(values.items()))
+                    print(f"step {step}/{num_steps} {losses_text} lr={lr:.5f} {rate:.1f} img/s "
+                          f"eta {eta}", flush=True)
+                    last_log_time, last_log_step = now, step
+                if step % summary_every == 0 or step == num_steps:
+                    with writer.as_default(step=step):
+                        for key, value in values.items():
+                            tf.summary.scalar(f"losses/{key}", value)
+                        tf.summary.scalar("learning_rate", float(optimizer.learning_rate))
+                        _write_pseudo_label_summaries(accumulated)
+                    accumulated = {}
+                if images:
+                    with writer.as_default(step=step):
+                        _write_image_summaries(images, colour_palette)
+                if step % checkpoint_every == 0 or sigterm.received or step == stop_step:
+                    manager.save(checkpoint_number=step)
+                if sigterm.received:
+                    break
+        if not sigterm.received and (manager.latest_checkpoint is None
+                                     or not manager.latest_checkpoint.endswith(f"-{step}")):
+            manager.save(checkpoint_number=step)
+        writer.flush()
+        if _is_chief(strategy):
+            with tf.io.gfile.GFile(
+                    os.path.join(logdir, experiment.OPERATIVE_CONFIG_FILENAME), "w") as f:
+                f.write(gin.operative_config_str())
+        if save_dir != logdir:  # Non-chief workers remove their private copies.
+            tf.io.gfile.rmtree(save_dir)
+        result = dict(logged)
+        result["step"] = step
+        result["preempted"] = sigterm.received
+        result["finished"] = step >= num_steps
+        result["history"] = history
+        result["chief"] = _is_chief(strategy)
+        result["skipped_updates"] = skipped_updates
+        if result["chief"]:
+            with tf.io.gfile.GFile(os.path.join(logdir, "train_result.json"), "w") as f:
+                json.dump(result, f, indent=2)
+        _write_worker_result(logdir, strategy, step,
+                             model.variables + (sgc_head.variables if sgc_head else []))
+        return result
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+        # Also on errors, whose traceback keeps this frame: free the input pipelines now
+        # rather than at interpreter exit, where each waits for its autotuning thread.
+        labelled_iter = unlabelled_iter = None  # noqa: F841
 
 
 def _write_pseudo_label_summaries(accumulated):
