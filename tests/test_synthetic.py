@@ -1,5 +1,6 @@
 """The built-in synthetic dataset: determinism, splits and content."""
 
+import colorsys
 import hashlib
 import json
 import os
@@ -49,17 +50,28 @@ def test_splits_cover_every_class_and_partition_train(tmp_path):
         assert present == set(range(synthetic.NUM_CLASSES))
 
 
-def test_class_identity_is_not_colour():
-    # The same class drawn twice gets unrelated colours; masks hold every class id somewhere.
+def test_colour_narrows_a_class_to_its_shape_but_not_its_texture():
+    # Each shape has a hue family shared by its two texture classes: the mean colours of
+    # "disk_stripes" and "disk_checker" are indistinguishable (within-class spread dwarfs the
+    # difference of the means), while different shapes differ in hue. Every class appears.
     seen, colours = set(), {}
-    for index in range(40):
+    for index in range(60):
         image, mask = synthetic.render_example(np.random.default_rng([5, index]), 64, 64)
         assert image.dtype == np.uint8 and mask.shape == (64, 64)
         for class_id in np.unique(mask):
             seen.add(int(class_id))
             if class_id:
                 colours.setdefault(int(class_id), []).append(
-                    image[mask == class_id].mean(axis=0))
+                    image[mask == class_id].astype(np.float64).mean(axis=0))
     assert seen == set(range(synthetic.NUM_CLASSES))
-    spreads = [np.std(np.stack(v), axis=0).mean() for v in colours.values() if len(v) > 3]
-    assert spreads and min(spreads) > 15.0
+    num_textures = len(synthetic.TEXTURES)
+    for shape_index, shape in enumerate(synthetic.SHAPES):
+        stripes, checker = (np.stack(colours[1 + shape_index * num_textures + t])
+                            for t in range(num_textures))
+        gap = np.linalg.norm(stripes.mean(0) - checker.mean(0))
+        spread = np.sqrt(np.concatenate([stripes, checker]).var(0).sum())
+        assert gap < 0.5 * spread, (shape, gap, spread)
+    hue_of = {c: np.mean([colorsys.rgb_to_hsv(*(m / 255))[0] for m in v])
+              for c, v in colours.items()}
+    # Square (yellow, hue ~0.2) against ring (blue, hue ~0.6); the disk's red wraps around 0.
+    assert abs(hue_of[1 + 1 * num_textures] - hue_of[1 + 3 * num_textures]) > 0.25
