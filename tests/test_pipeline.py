@@ -183,6 +183,32 @@ def test_input_context_sharding(tmp_path):
     assert ds.element_spec["image"].shape[0] == 2
 
 
+def test_split_examples_in_one_file_are_shared_by_all_pipelines(tmp_path):
+    # A labelled list whose examples all sit in one shard: with file sharding, pipeline 1
+    # would get none of them and its repeated stream would end at once.
+    pattern = _write(tmp_path, n=8, num_shards=2)
+    first_shard = sorted(tf.io.gfile.glob(pattern))[0]
+    ids = [records.parse_example(r, C)["filename"].numpy().decode()
+           for r in tf.data.TFRecordDataset(first_shard)]
+    split = tmp_path / "labelled.txt"
+    split.write_text("\n".join(ids[:4]) + "\n")
+    spec = pipeline.DatasetSpec(pattern, str(split))
+    seen = []
+    for pid in range(2):
+        ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pid,
+                                         num_replicas_in_sync=2)
+        names = [records.parse_example(r, C)["filename"].numpy().decode()
+                 for r in pipeline.read_records(spec, ctx)]
+        assert len(names) == 2
+        seen.append(set(names))
+    assert not seen[0] & seen[1] and seen[0] | seen[1] == set(ids[:4])
+    split.write_text(ids[0] + "\n")
+    ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=0,
+                                     num_replicas_in_sync=2)
+    with pytest.raises(ValueError, match="labelled.txt lists 1 example"):
+        pipeline.read_records(spec, ctx)
+
+
 def test_make_distributed(tmp_path):
     pattern = _write(tmp_path, n=4, num_shards=1)
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")

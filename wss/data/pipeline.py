@@ -3,8 +3,9 @@
 Each stream is a function of an optional `tf.distribute.InputContext`, so that
 `make_distributed(strategy, fn)` builds one dataset per replica through
 `strategy.distribute_datasets_from_function`: the batch size given is the global one and each
-pipeline gets `input_context.get_per_replica_batch_size(batch_size)`; files (or, with fewer
-files than pipelines, examples) are sharded by `input_pipeline_id`.
+pipeline gets `input_context.get_per_replica_batch_size(batch_size)`; files are sharded by
+`input_pipeline_id`, or examples when a split file selects them (so that every pipeline gets
+its share of a small labelled list) or when there are fewer files than pipelines.
 
 Batches are dicts with the keys of docs/contracts.md:
 
@@ -147,7 +148,8 @@ def read_records(
 
     Args:
       spec: The dataset.
-      input_context: Shards files (or examples, with fewer files than pipelines).
+      input_context: Shards files, or the selected examples when there is a split file
+        or fewer files than pipelines.
       shuffle_files: Shuffle the file order each epoch.
       seed: Seed of the file shuffle.
       check_ids: Check that every id of the split file is in the records (reads the ids of
@@ -166,9 +168,18 @@ def read_records(
     keep, drop = _selected_ids(spec, files, check_ids)
     num_pipelines = input_context.num_input_pipelines if input_context else 1
     pipeline_id = input_context.input_pipeline_id if input_context else 0
+    # Files are sharded when there are enough of them. A split file selects examples that may
+    # all sit in one pipeline's files (a small labelled list usually does), so then every
+    # pipeline reads every file and takes its share of the selected examples.
     shard_examples = False
     if num_pipelines > 1:
-        if len(files) >= num_pipelines:
+        if keep is not None:
+            if len(keep) < num_pipelines:
+                raise ValueError(
+                    f"Split file {spec.split_file} lists {len(keep)} example(s), fewer than the "
+                    f"{num_pipelines} input pipelines that must share them.")
+            shard_examples = True
+        elif len(files) >= num_pipelines:
             files = files[pipeline_id::num_pipelines]
         else:
             shard_examples = True
@@ -178,12 +189,12 @@ def read_records(
     ds = ds.interleave(
         tf.data.TFRecordDataset, cycle_length=min(len(files), 8), block_length=1,
         num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-    if shard_examples:
-        ds = ds.shard(num_pipelines, pipeline_id)
     if keep is not None:
         ds = ds.filter(_id_filter(keep, keep=True))
     if drop is not None:
         ds = ds.filter(_id_filter(drop, keep=False))
+    if shard_examples:
+        ds = ds.shard(num_pipelines, pipeline_id)
     return ds
 
 
