@@ -218,6 +218,17 @@ def _ref_color_jitter(image, seed, valid, brightness, contrast, saturation, hue,
     return image
 
 
+def test_color_jitter_equals_tf_image_reference():
+    rng = np.random.default_rng(4)
+    image = tf.constant(rng.random((12, 16, 3)), tf.float32)
+    valid = tf.ones([12, 16], tf.float32)
+    for i in range(6):
+        for amounts in ((0.5, 0.5, 0.5, 0.25), (0.0, 0.0, 0.8, 0.0), (0.3, 0.0, 0.0, 0.4)):
+            want = _ref_color_jitter(image, _seed(i), valid, *amounts, max_value=1.0)
+            got = augment.color_jitter(image, _seed(i), None, *amounts, max_value=1.0)
+            np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-5)
+
+
 def _ref_strong_view(image, valid, seed, strength=1.0, jitter_prob=1.0, cutout_size=100,
                      cutout_fill=127.5):
     """The previous `strong_view` (plain TF ops), kept as the reference."""

@@ -275,38 +275,6 @@ def _jitter_params(seed, brightness, contrast, saturation, hue, random_order, ma
     return tuple(names), amounts, order
 
 
-def _apply_jitter(image, valid, names, amounts, order, max_value):
-    """Applies the ops `names` (amounts `[n]`) in the order `order` `[n]`, clipping after each.
-
-    The order is static when `order` is a constant or has one element, else a `switch_case`
-    per position.
-    """
-    def op_fn(name, amount):
-        if name == "brightness":
-            return lambda x: x + amount
-        if name == "contrast":
-            def adjust_contrast(x):
-                mean = (tf.reduce_mean(x, axis=[0, 1], keepdims=True) if valid is None
-                        else _masked_mean(x, valid))
-                return x * amount + mean * (1.0 - amount)
-            return adjust_contrast
-        if name == "saturation":
-            return lambda x: tf.image.adjust_saturation(x, amount)
-        return lambda x: tf.image.adjust_hue(x, amount)
-
-    ops = [op_fn(name, amounts[i]) for i, name in enumerate(names)]
-    static_order = tf.get_static_value(order)
-    for position in range(len(ops)):
-        x = image
-        if static_order is not None:
-            image = ops[int(static_order[position])](x)
-        else:
-            image = tf.switch_case(order[position], [lambda op=op, x=x: op(x) for op in ops])
-        image = tf.clip_by_value(image, 0.0, max_value)
-        image.set_shape(x.shape)
-    return image
-
-
 def color_jitter(
     image: tf.Tensor,
     seed: tf.Tensor,
@@ -324,8 +292,9 @@ def color_jitter(
     per-channel mean (over `valid` pixels) by a factor from `[1 - contrast, 1 + contrast]`;
     saturation multiplies HSV saturation by a factor from `[1 - saturation, 1 + saturation]`;
     hue shifts HSV hue by a delta from `[-hue, hue]` (`tf.image.adjust_saturation` /
-    `adjust_hue`). The four run in a random order, clipping after each. A transform whose amount
-    is 0 is skipped (so strength 0 is the identity).
+    `adjust_hue`, computed in closed form by the same code as `strong_view`). The four run in a
+    random order, clipping after each. A transform whose amount is 0 is skipped (so strength 0
+    is the identity).
 
     Args:
       image: float32 `[H, W, 3]` in [0, max_value].
@@ -344,7 +313,11 @@ def color_jitter(
         seed, brightness, contrast, saturation, hue, random_order, max_value)
     if not names:
         return image
-    return _apply_jitter(image, valid, names, amounts, order, max_value)
+    if valid is None:
+        valid = tf.ones(tf.shape(image)[:2], tf.float32)
+    planes = _jitter_planar(tf.transpose(image, [2, 0, 1]), valid, names, amounts, order,
+                            max_value)
+    return tf.transpose(planes, [1, 2, 0])
 
 
 def _cutout_keep(height: int, width: int, cy, cx, size: int) -> tf.Tensor:
@@ -414,8 +387,9 @@ def _hue_planar(planes, delta):
 
 
 def _jitter_planar(planes, valid, names, amounts, order, max_value):
-    """`_apply_jitter` on channel planes `[3, H, W]`, with saturation and hue in closed form
-    (element-wise, so XLA compiles each op into one vectorised loop)."""
+    """The jitter ops `names` (amounts `[n]`) in the order `order` `[n]` on channel planes
+    `[3, H, W]`, clipping after each; saturation and hue in closed form (element-wise, so XLA
+    compiles each op into one vectorised loop)."""
     count = tf.maximum(tf.reduce_sum(valid), 1.0)
 
     def op_fn(name, amount):
