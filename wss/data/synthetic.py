@@ -2,17 +2,18 @@
 
 Procedural RGB images of textured shapes on cluttered, textured backgrounds. The ten
 foreground classes are the products of five shapes (disk, square, triangle, ring, cross) and
-two axis-aligned textures (stripes, horizontal or vertical; checker). Each shape has a hue family (its two textured colours share a
-hue within +-0.04, with random saturation and brightness), and both textures of a shape use the
-same family, so colour narrows a pixel down to two classes but never identifies one: the texture
-(and the outline) must be recognised. Colour carries this much information on purpose: with
-colours fully random per object, a narrow DeepLab trained from scratch for a few thousand steps
-on two CPU cores does not get past predicting the background (measured; see the README), so the
-demo could not show anything; with randomly oriented textures (version 3) it learned colour
-but not texture within the demo's steps, so every model scored alike. Objects vary in scale, overlap (later objects occlude earlier
-ones, and the mask follows) and are cut by the image border. The background is smooth coloured
-noise with clutter that belongs to the background class: straight lines and an irregular dotted
-blob.
+two axis-aligned textures (stripes, horizontal or vertical; checker). Each shape has a hue
+family (its two textured colours share a hue within +-0.04, with random saturation and
+brightness), and both textures of a shape use the same family, so colour narrows a pixel down
+to two classes but never identifies one: the texture (and the outline) must be recognised.
+Colour carries this much information on purpose: with colours fully random per object, a
+narrow DeepLab trained from scratch for a few thousand steps on two CPU cores does not get past
+predicting the background (measured; see the README), so the demo could not show anything;
+with randomly oriented textures (version 3) it learned colour but not texture within the
+demo's steps, so every model scored alike. Objects vary in scale, overlap (later objects
+occlude earlier ones, and the mask follows) and are cut by the image border. The background is
+smooth coloured noise with clutter that belongs to the background class: straight lines and an
+irregular dotted blob.
 
 Generation is deterministic: image `i` of a split is drawn from `numpy.random.default_rng`
 seeded by `(seed, split, i)`, and images are PNG-encoded, so the same seed gives the same
