@@ -12,7 +12,13 @@ CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 CONFIGS = sorted(f for f in os.listdir(CONFIG_DIR) if f.endswith(".gin"))
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+# Configs included by others (model settings), and pretraining configs.
+FRAGMENTS = {"demo_model.gin"}
+PRETRAINING = sorted(f for f in CONFIGS if f.startswith("pretrain"))
+TRAINING = sorted(set(CONFIGS) - FRAGMENTS - set(PRETRAINING))
+
+
+@pytest.mark.parametrize("name", TRAINING)
 def test_packaged_config_parses(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # Names resolve against the package, not the cwd.
     experiment.parse_experiment_config(gin_files=[name], finalize=False)
@@ -20,6 +26,17 @@ def test_packaged_config_parses(name, tmp_path, monkeypatch):
         assert gin.query_parameter("train.mode") in ("supervised", "semi", "weak")
         assert gin.query_parameter("train.num_classes") == gin.query_parameter(
             "build_models.num_classes")
+    finally:
+        gin.clear_config()
+
+
+@pytest.mark.parametrize("name", PRETRAINING)
+def test_pretraining_config_parses(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    experiment.parse_experiment_config(gin_files=[name], finalize=False)
+    try:
+        assert gin.query_parameter("pretrain.loss") in ("sigmoid", "softmax")
+        assert gin.query_parameter("pretrain.num_classes") > 1
     finally:
         gin.clear_config()
 

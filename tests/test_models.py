@@ -286,3 +286,33 @@ def test_batch_norm_overrides_apply_to_every_batch_norm_layer():
     assert momenta == {0.9997}
     assert not any(layer.synchronized for layer in default._flatten_layers()
                    if isinstance(layer, keras.layers.BatchNormalization))
+
+
+@pytest.mark.parametrize("center,scale,epsilon", [(True, True, 1e-3), (True, False, 1e-5)])
+def test_fused_batch_norm_matches_keras_batch_norm(center, scale, epsilon):
+    from wss.models.layers import FusedBatchNormalization
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(4, 5, 6, 7)) * 3 + 1, tf.float32)
+    weights = tf.constant(rng.normal(size=(4, 5, 6, 7)), tf.float32)
+    results = []
+    for layer in (keras.layers.BatchNormalization(momentum=0.9, epsilon=epsilon, center=center,
+                                                  scale=scale),
+                  FusedBatchNormalization(momentum=0.9, epsilon=epsilon, center=center,
+                                          scale=scale)):
+        layer.build(x.shape)
+        init = np.random.default_rng(1)
+        for variable in layer.variables:
+            value = init.normal(size=variable.shape).astype(np.float32)
+            variable.assign(np.abs(value) + 0.5 if "variance" in variable.path else value)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * weights)
+        grads = tape.gradient(loss, [x] + layer.trainable_variables)
+        results.append([y, *grads, layer.moving_mean, layer.moving_variance,
+                        layer(x, training=False)])
+    for keras_value, fused_value in zip(*results):
+        keras_value = np.asarray(keras_value)
+        np.testing.assert_allclose(np.asarray(fused_value), keras_value, rtol=1e-4,
+                                   atol=1e-4 * np.abs(keras_value).max())

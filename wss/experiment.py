@@ -5,21 +5,23 @@
 - `parse_experiment_config()` reads `--gin_file`s, or the `config.gin` that training saved in
   its log directory.
 - `build_models()` builds the DeepLab model and the SGC head from gin bindings.
-- `make_checkpoint()` / `restore_models()` define the checkpoint layout
-  (`model`, `sgc_head`, `optimizer`, `step`, `iterators`).
+- `checkpoint_objects()` / `make_checkpoint()` / `restore_models()` define the checkpoint
+  layout (`model`, `random_states`, `sgc_head`, `optimizer`).
 """
 
+import hashlib
 import importlib
 import os
+import re
+import subprocess
+import sys
 
 import gin
 import tensorflow as tf
 from absl import logging
 
 from wss import config as config_lib
-
-CONFIG_FILENAME = "config.gin"
-OPERATIVE_CONFIG_FILENAME = "operative_config.gin"
+from wss.training.loop import CONFIG_FILENAME, OPERATIVE_CONFIG_FILENAME  # noqa: F401
 
 # Modules that define gin configurables; imported before any gin file is parsed.
 _CONFIGURABLE_MODULES = (
@@ -36,7 +38,9 @@ _CONFIGURABLE_MODULES = (
     "wss.objective",
     "wss.experiment",
     "wss.trainer",
+    "wss.tasks.pretraining",
     "wss.evaluation",
+    "wss.data.augment",
 )
 
 
@@ -48,11 +52,98 @@ def import_configurables():
 
 # Configurable values usable in gin files, e.g. `DATA_DIR = @synthetic_dataset_dir()`.
 @gin.configurable
-def synthetic_dataset_dir(seed=0, num_train=512, num_val=128):
-    """The built-in synthetic dataset's directory, generated on first use (gin helper)."""
+def synthetic_dataset_dir(seed=0, num_train=None, num_val=None, variant="shapes"):
+    """A built-in synthetic dataset's directory, generated on first use (gin helper).
+
+    Args:
+      seed: generator seed.
+      num_train: train images (None: the variant's default).
+      num_val: validation images (None: the variant's default).
+      variant: `shapes` (the demo's) or `random_colours` (see `wss.data.synthetic`).
+
+    Returns:
+      The dataset directory.
+    """
     from wss.data import synthetic
 
-    return synthetic.ensure_synthetic_dataset(seed=seed, num_train=num_train, num_val=num_val)
+    return synthetic.ensure_synthetic_dataset(seed=seed, num_train=num_train, num_val=num_val,
+                                              variant=variant)
+
+
+@gin.configurable
+def synthetic_classification_dir(seed=0, num_train=8000, num_val=500):
+    """The built-in classification set's directory, generated on first use (gin helper).
+
+    Args:
+      seed: generator seed.
+      num_train: train images.
+      num_val: validation images.
+
+    Returns:
+      The dataset directory (see `wss.data.synthetic_classification`).
+    """
+    from wss.data import synthetic_classification
+
+    return synthetic_classification.ensure_classification_dataset(
+        seed=seed, num_train=num_train, num_val=num_val)
+
+
+def _gin_sources(gin_file, seen=None):
+    """The text of a gin file and of every file it includes, recursively, in order."""
+    seen = set() if seen is None else seen
+    path = os.path.realpath(config_lib.resolve_gin_file(gin_file))
+    if path in seen:
+        return []
+    seen.add(path)
+    with open(path) as f:
+        text = f.read()
+    sources = [text]
+    for line in text.splitlines():
+        match = re.match(r"\s*include\s+['\"](.+)['\"]", line)
+        if match:
+            sources.extend(_gin_sources(match.group(1), seen))
+    return sources
+
+
+@gin.configurable
+def pretrained_checkpoint(gin_file="pretrain_demo.gin", gin_bindings=(), cache_dir=None):
+    """A backbone pretrained by `python -m wss.pretrain`, run once and cached (gin helper).
+
+    `train.init_checkpoint = @pretrained_checkpoint()` makes a training config start from the
+    pretraining that `gin_file` describes. The first call runs `python -m wss.pretrain` in a
+    subprocess (its progress is printed) into the cache (`wss.cache`); later calls, from any
+    config with the same pretraining, return the cached checkpoint. The cache key is a hash of
+    the pretraining config (with its includes), the bindings and the `wss` version.
+
+    Args:
+      gin_file: the pretraining config (a path or a packaged config name).
+      gin_bindings: extra bindings for the pretraining run.
+      cache_dir: the cache root (default: `wss.cache.default_cache_dir()`).
+
+    Returns:
+      The TF1-named checkpoint prefix (`.../tf1/model.ckpt`).
+
+    Raises:
+      RuntimeError: if the pretraining run fails (its output says why).
+    """
+    import wss
+    from wss import cache
+
+    digest = hashlib.sha256()
+    for text in _gin_sources(gin_file) + list(gin_bindings) + [wss.__version__]:
+        digest.update(text.encode() + b"\0")
+    name = f"pretrained_{os.path.splitext(os.path.basename(gin_file))[0]}_{digest.hexdigest()[:12]}"
+
+    def build(directory):
+        command = [sys.executable, "-m", "wss.pretrain", f"--gin_file={gin_file}",
+                   f"--logdir={directory}"] + [f"--gin_bindings={b}" for b in gin_bindings]
+        print(f"Pretraining ({gin_file}) once; the result is cached in {directory}", flush=True)
+        if subprocess.run(command, check=False).returncode != 0:
+            raise RuntimeError(f"pretraining failed: {' '.join(command)}")
+
+    directory = cache.ensure_cached(name, build, marker=os.path.join("tf1", "model.ckpt.index"),
+                                    cache_dir=cache_dir)
+    return os.path.join(directory, "tf1", "model.ckpt")
 
 
 @gin.configurable
@@ -171,26 +262,36 @@ class VariableStore(tf.Module):
         self.by_path = by_path
 
 
-def make_checkpoint(model, sgc_head=None, optimizer=None, step=None, **extra):
+def checkpoint_objects(model, sgc_head=None):
+    """The trackables of a checkpoint's model part: `model`, `random_states`, `sgc_head`.
+
+    Args:
+      model: a Keras model (the DeepLab model, or the pretraining classifier).
+      sgc_head: the SGC head, or None.
+
+    Returns:
+      A dict for `tf.train.Checkpoint(**objects)`.
+    """
+    objects = {"model": VariableStore(model), "random_states": _seed_generator_states(model)}
+    if sgc_head is not None:
+        objects["sgc_head"] = VariableStore(sgc_head)
+    return objects
+
+
+def make_checkpoint(model, sgc_head=None, optimizer=None):
     """The checkpoint layout shared by training, evaluation and export.
 
     Args:
       model: the DeepLab model.
       sgc_head: the SGC head, or None.
       optimizer: the optimizer, or None.
-      step: the global step variable, or None.
-      **extra: further trackables (e.g. data iterators).
 
     Returns:
       A `tf.train.Checkpoint`.
     """
-    objects = {"model": VariableStore(model), "random_states": _seed_generator_states(model)}
-    if sgc_head is not None:
-        objects["sgc_head"] = VariableStore(sgc_head)
-    for name, value in (("optimizer", optimizer), ("step", step)):
-        if value is not None:
-            objects[name] = value
-    objects.update(extra)
+    objects = checkpoint_objects(model, sgc_head)
+    if optimizer is not None:
+        objects["optimizer"] = optimizer
     return tf.train.Checkpoint(**objects)
 
 

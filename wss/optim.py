@@ -51,11 +51,14 @@ class PolyWithSlowStart(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
+OPTIMIZERS = ("momentum", "adam")
+
+
 @gin.configurable(denylist=["num_steps"])
 def make_optimizer(num_steps, base_learning_rate=0.007, power=0.9, momentum=0.9,
                    end_learning_rate=0.0, slow_start_steps=0, slow_start_learning_rate=1e-4,
-                   loss_scale=False):
-    """Builds DeepLab's optimizer: SGD with momentum on a poly schedule.
+                   loss_scale=False, name="momentum", adam_epsilon=1e-8):
+    """Builds DeepLab's optimizer: SGD with momentum (or Adam) on a poly schedule.
 
     Call inside `strategy.scope()`.
 
@@ -68,13 +71,23 @@ def make_optimizer(num_steps, base_learning_rate=0.007, power=0.9, momentum=0.9,
       slow_start_steps: constant-rate warm-up steps.
       slow_start_learning_rate: rate during warm-up.
       loss_scale: wrap in a dynamic `LossScaleOptimizer` (for `mixed_float16`).
+      name: `momentum` (DeepLab's default) or `adam` (DeepLab's `--optimizer=adam`).
+      adam_epsilon: Adam's epsilon (DeepLab: 1e-8).
 
     Returns:
       A Keras optimizer.
+
+    Raises:
+      ValueError: for an unknown optimizer name.
     """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"make_optimizer.name={name!r}; choose one of {OPTIMIZERS}")
     schedule = PolyWithSlowStart(base_learning_rate, num_steps, power, end_learning_rate,
                                  slow_start_steps, slow_start_learning_rate)
-    optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=momentum)
+    if name == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate=schedule, epsilon=adam_epsilon)
+    else:
+        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=momentum)
     if loss_scale:
         optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
     return optimizer

@@ -11,6 +11,7 @@ Batches are dicts with the keys of docs/contracts.md:
 
 - `labelled_dataset`: `image`, `label`, `valid`, `class_labels`, `has_mask`, `filename`;
 - `unlabelled_dataset`: the same plus `strong`, `strong_valid`;
+- `classification_dataset` (pretraining): `image`, `valid`, `class_labels`, `filename`;
 - `eval_dataset`: `image`, `label`, `valid`, `class_labels`, `has_mask`, `filename`.
 
 Training streams repeat, shuffle and have static shapes (`drop_remainder=True`). With `seed`
@@ -364,6 +365,70 @@ def unlabelled_dataset(
 
 
 @gin.configurable
+def classification_dataset(
+    spec: SpecLike,
+    batch_size: int,
+    num_classes: int,
+    crop_size: Sequence[int] = (224, 224),
+    min_scale: float = 0.75,
+    max_scale: float = 1.25,
+    scale_step: float = 0.25,
+    jitter_strength: float = 0.0,
+    shuffle_buffer: int = 4000,
+    seed: Optional[int] = None,
+    input_context: Optional[tf.distribute.InputContext] = None,
+    check_ids: bool = True,
+    skip_batches: int = 0,
+) -> tf.data.Dataset:
+    """The pretraining stream: augmented images with their image-level labels.
+
+    Reads the project's schema (`image/class/label`, one or several ids per image) and
+    ImageNet-style records (one `image/class/label` per image; TF-slim's 1001-class labelling
+    with 0 unused maps to `num_classes=1001`). Augmentation: DeepLab's random scale, pad, crop
+    and flip (`weak_view`), then colour jitter of the reference's amounts times
+    `jitter_strength` (0 disables it).
+
+    Args:
+      spec: The records (and optional split file).
+      batch_size: Global batch size (divided among input pipelines).
+      num_classes: Number of ids including the unused 0: labels are ids 1..C-1.
+      crop_size: `(height, width)` of the crop.
+      min_scale, max_scale, scale_step: Random scale set.
+      jitter_strength: Colour jitter strength (brightness 0.5, contrast 0.5, saturation 0.5,
+        hue 0.25 at strength 1).
+      shuffle_buffer: Examples in the shuffle buffer.
+      seed: Makes the stream deterministic when set.
+      input_context: From `distribute_datasets_from_function`.
+      check_ids: As in `read_records`.
+      skip_batches: Batches to skip at the start (resume of a seeded stream).
+
+    Returns:
+      A repeated dataset of dicts `image` float32 `[B, h, w, 3]`, `valid` `[B, h, w]`,
+      `class_labels` float32 `[B, C - 1]` (multi-hot), `filename`.
+    """
+    @_no_autograph
+    def map_fn(serialized, random_value):
+        ex = records.parse_example(serialized, num_classes)
+        seed_view, seed_jitter = tf.unstack(
+            tf.random.experimental.stateless_split(_example_seed(random_value), 2))
+        dummy = tf.zeros(tf.shape(ex["image"])[:2], tf.int32)
+        view = augment.weak_view(ex["image"], dummy, seed_view, crop_size, min_scale,
+                                 max_scale, scale_step)
+        image = view["image"]
+        if jitter_strength > 0:
+            image = augment.color_jitter(
+                image, seed_jitter, valid=view["valid"], brightness=0.5 * jitter_strength,
+                contrast=0.5 * jitter_strength, saturation=0.5 * jitter_strength,
+                hue=0.25 * jitter_strength, max_value=255.0)
+            image = tf.where(view["valid"][:, :, None] > 0, image, augment.MEAN_PIXEL)
+        return {"image": image, "valid": view["valid"], "class_labels": ex["class_labels"],
+                "filename": ex["filename"]}
+
+    return _training_stream(spec, batch_size, num_classes, map_fn, shuffle_buffer, seed,
+                            input_context, check_ids, skip_batches)
+
+
+@gin.configurable
 def eval_dataset(
     spec: SpecLike,
     num_classes: int,
@@ -497,9 +562,9 @@ def checked_iterator(dataset, specs: Sequence[SpecLike],
 
 
 __all__ = [
-    "CheckedIterator", "DatasetSpec", "as_spec", "checked_iterator", "dataset_spec",
-    "eval_dataset", "labelled_dataset", "make_distributed", "read_records", "record_ids",
-    "unlabelled_dataset",
+    "CheckedIterator", "DatasetSpec", "as_spec", "checked_iterator", "classification_dataset",
+    "dataset_spec", "eval_dataset", "labelled_dataset", "make_distributed", "read_records",
+    "record_ids", "unlabelled_dataset",
 ]
 
 

@@ -1,39 +1,46 @@
-"""The built-in synthetic segmentation dataset ("shapes"), generated on first use.
+"""The built-in synthetic segmentation datasets, generated on first use.
 
-Procedural RGB images of textured shapes on cluttered, textured backgrounds. The ten
-foreground classes are the products of five shapes (disk, square, triangle, ring, cross) and
-two axis-aligned textures (stripes, horizontal or vertical; checker). Each shape has a hue
-family (its two textured colours share a hue within +-0.04, with random saturation and
-brightness), and both textures of a shape use the same family, so colour narrows a pixel down
-to two classes but never identifies one: the texture (and the outline) must be recognised.
-Colour carries this much information on purpose: with colours fully random per object, a
-narrow DeepLab trained from scratch for a few thousand steps on two CPU cores does not get past
-predicting the background (measured; see the README), so the demo could not show anything;
-with randomly oriented textures (version 3) it learned colour but not texture within the
-demo's steps, so every model scored alike. Objects vary in scale, overlap (later objects
-occlude earlier ones, and the mask follows) and are cut by the image border. The background is
-smooth coloured noise with clutter that belongs to the background class: straight lines and an
-irregular dotted blob.
+Procedural RGB images of textured shapes on cluttered, textured backgrounds, drawn with
+`wss.data.drawing`. Two variants:
+
+* `shapes` (the demo's set, generator version 4): ten foreground classes, the products of five
+  shapes (disk, square, triangle, ring, cross) and two axis-aligned textures (stripes,
+  horizontal or vertical; checker), 96 x 96 images, 512 train and 128 val. Each shape has a
+  hue family (its two textured colours share a hue within +-0.04, with random saturation and
+  brightness) shared by both of its texture classes, so colour narrows a pixel down to two
+  classes but never identifies one: the texture (and the outline) must be recognised.
+  Background clutter: straight lines and an irregular dotted blob.
+* `random_colours` (the second set, version 1): eight foreground classes, four other shapes
+  (hexagon, star, ellipse, crescent) times two textures at any orientation (stripes, dots),
+  with both colours of every object drawn at random, so colour tells nothing; 64 x 64 images,
+  1600 train and 300 val. Background clutter: lines and a checkered blob (a texture that is no
+  class here).
+
+In both, objects vary in scale, overlap (later objects occlude earlier ones, and the mask
+follows) and are cut by the image border.
 
 Generation is deterministic: image `i` of a split is drawn from `numpy.random.default_rng`
 seeded by `(seed, split, i)`, and images are PNG-encoded, so the same seed gives the same
-bytes. The dataset is written in the project's TFRecord schema (`wss.data.records`) together
+bytes. A dataset is written in the project's TFRecord schema (`wss.data.records`) together
 with split files (one image id per line) for the labelled subsets 1/2, 1/4, 1/8 and 1/16 of the
 train set (each containing every class) and their complements (the unlabelled or
 image-labelled stream).
 
-Run `python -m wss.data.synthetic --output_dir DIR` to write it somewhere explicit; training
-configs call `ensure_synthetic_dataset()` which generates it once into a cache directory
+Run `python -m wss.data.synthetic --output_dir DIR [--variant random_colours]` to write one
+somewhere explicit; training configs call `ensure_synthetic_dataset()` (gin:
+`@synthetic_dataset_dir()`), which generates it once into a cache directory
 (`$WSS_CACHE_DIR/` or `~/.cache/wss/`).
 """
 
 import colorsys
+import dataclasses
 import json
 import os
-import shutil
-import tempfile
 
 import numpy as np
+
+from wss import cache
+from wss.data import drawing
 
 SHAPES = ("disk", "square", "triangle", "ring", "cross")
 TEXTURES = ("stripes", "checker")
@@ -43,26 +50,8 @@ LABELLED_FRACTIONS = (2, 4, 8, 16)
 # Bump when the generator changes so that cached copies are regenerated. (Version 2 was an
 # experiment that never shipped; it is skipped so that no stale cache can match.)
 GENERATOR_VERSION = 4
-# Texture scales in pixels (at the default 96 x 96), coarse enough to survive the 0.5x scale
-# augmentation.
-STRIPE_PERIOD = (6.0, 10.0)
-CHECKER_SIZE = (5.0, 8.0)
 # Object radius as a fraction of the image's shorter side.
 OBJECT_RADIUS = (0.15, 0.35)
-
-
-def _smooth_noise(rng, height, width, cells, channels):
-    """Bilinearly upsampled uniform noise: a smooth random field in [0, 1]."""
-    grid = rng.random((cells + 1, cells + 1, channels))
-    ys = np.linspace(0, cells, height)
-    xs = np.linspace(0, cells, width)
-    y0 = np.minimum(ys.astype(int), cells - 1)
-    x0 = np.minimum(xs.astype(int), cells - 1)
-    fy = (ys - y0)[:, None, None]
-    fx = (xs - x0)[None, :, None]
-    top = grid[y0][:, x0] * (1 - fx) + grid[y0][:, x0 + 1] * fx
-    bottom = grid[y0 + 1][:, x0] * (1 - fx) + grid[y0 + 1][:, x0 + 1] * fx
-    return top * (1 - fy) + bottom * fy
 
 
 def _shape_colour_pair(rng, shape):
@@ -72,73 +61,6 @@ def _shape_colour_pair(rng, shape):
     light = colorsys.hsv_to_rgb(hue, saturation, rng.uniform(0.85, 1.0))
     dark = colorsys.hsv_to_rgb(hue, saturation, rng.uniform(0.25, 0.45))
     return np.array(light) * 255, np.array(dark) * 255
-
-
-def _random_colour_pair(rng):
-    """Two RGB colours (float, 0..255) with a clear luminance difference (clutter)."""
-    while True:
-        a, b = rng.uniform(0, 255, size=(2, 3))
-        if abs(a.mean() - b.mean()) > 60 or np.abs(a - b).max() > 120:
-            return a, b
-
-
-def _texture(rng, name, yy, xx):
-    """A binary texture pattern over pixel coordinates.
-
-    Args:
-      rng: numpy Generator.
-      name: 'stripes', 'checker' or 'dots' (dots are background clutter only).
-      yy: float array of row coordinates.
-      xx: float array of column coordinates, same shape.
-
-    Returns:
-      A bool array of the coordinates' shape.
-    """
-    # Object textures are axis-aligned (stripes horizontal or vertical): with random
-    # orientations the demo model did not learn texture in its step budget (measured; v3).
-    angle = rng.uniform(0, np.pi) if name == "dots" else rng.integers(0, 2) * (np.pi / 2)
-    u = xx * np.cos(angle) + yy * np.sin(angle)
-    v = -xx * np.sin(angle) + yy * np.cos(angle)
-    if name == "stripes":
-        period = rng.uniform(*STRIPE_PERIOD)
-        return np.mod(u, period) < period / 2
-    if name == "checker":
-        size = rng.uniform(*CHECKER_SIZE)
-        return (np.floor(u / size) + np.floor(v / size)) % 2 == 0
-    if name == "dots":
-        size = rng.uniform(4.0, 7.0)
-        du = np.mod(u, size) - size / 2
-        dv = np.mod(v, size) - size / 2
-        return du * du + dv * dv < (size / 3.2) ** 2
-    raise ValueError(f"unknown texture {name!r}")
-
-
-def _shape_mask(shape, yy, xx, cy, cx, radius, angle):
-    """Boolean mask of one shape centred at (cy, cx) with the given size and rotation."""
-    dy, dx = yy - cy, xx - cx
-    ry = dx * np.sin(angle) + dy * np.cos(angle)
-    rx = dx * np.cos(angle) - dy * np.sin(angle)
-    dist = np.sqrt(dx * dx + dy * dy)
-    if shape == "disk":
-        return dist <= radius
-    if shape == "ring":
-        return (dist <= radius) & (dist >= 0.55 * radius)
-    if shape == "square":
-        half = radius * 0.85
-        return (np.abs(rx) <= half) & (np.abs(ry) <= half)
-    if shape == "cross":
-        arm = radius * 0.33
-        return ((np.abs(rx) <= radius) & (np.abs(ry) <= arm)) | (
-            (np.abs(ry) <= radius) & (np.abs(rx) <= arm)
-        )
-    if shape == "triangle":
-        # Equilateral triangle: inside all three half-planes at distance radius/2 from centre.
-        inside = np.ones_like(dist, dtype=bool)
-        for k in range(3):
-            theta = 2 * np.pi * k / 3
-            inside &= rx * np.cos(theta) + ry * np.sin(theta) <= radius * 0.5
-        return inside
-    raise ValueError(f"unknown shape {shape!r}")
 
 
 def render_example(rng, height=96, width=96, min_objects=1, max_objects=4):
@@ -155,27 +77,9 @@ def render_example(rng, height=96, width=96, min_objects=1, max_objects=4):
       (image uint8 [H, W, 3], mask uint8 [H, W] with values in 0..NUM_CLASSES-1).
     """
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    # Background: two smooth colour fields mixed by a smooth noise field.
-    base = _smooth_noise(rng, height, width, int(rng.integers(2, 5)), 3) * 255
-    other = _smooth_noise(rng, height, width, int(rng.integers(3, 8)), 3) * 255
-    mix = _smooth_noise(rng, height, width, int(rng.integers(2, 6)), 1)
-    image = base * mix + other * (1 - mix)
-    image += rng.normal(0, 8, size=image.shape)
+    image = drawing.textured_background(rng, height, width)
     # Clutter belonging to the background: one dotted blob, up to two lines.
-    cy, cx = rng.uniform(0, height), rng.uniform(0, width)
-    blob = _smooth_noise(rng, height, width, 6, 1)[..., 0]
-    radius = rng.uniform(6, 16)
-    region = np.hypot(yy - cy, xx - cx) < radius * (0.6 + 0.8 * blob)
-    a, b = _random_colour_pair(rng)
-    pattern = _texture(rng, "dots", yy, xx)
-    image[region & pattern] = a
-    image[region & ~pattern] = b
-    for _ in range(int(rng.integers(0, 3))):
-        y0, x0, y1, x1 = rng.uniform(0, max(height, width), size=4)
-        length = max(np.hypot(y1 - y0, x1 - x0), 1e-6)
-        dist = np.abs((x1 - x0) * (y0 - yy) - (x0 - xx) * (y1 - y0)) / length
-        image[dist < rng.uniform(0.6, 1.8)] = rng.uniform(0, 255, size=3)
-
+    drawing.draw_clutter(rng, image, yy, xx, blob_texture="dots")
     mask = np.zeros((height, width), np.uint8)
     for _ in range(int(rng.integers(min_objects, max_objects + 1))):
         class_id = int(rng.integers(1, NUM_CLASSES))
@@ -184,11 +88,11 @@ def render_example(rng, height=96, width=96, min_objects=1, max_objects=4):
         radius = rng.uniform(*OBJECT_RADIUS) * min(height, width)
         cy = rng.uniform(-0.1, 1.1) * height
         cx = rng.uniform(-0.1, 1.1) * width
-        region = _shape_mask(shape, yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi))
+        region = drawing.shape_mask(shape, yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi))
         if region.sum() < 12:
             continue
         a, b = _shape_colour_pair(rng, shape)
-        pattern = _texture(rng, texture, yy, xx)
+        pattern = drawing.texture(rng, texture, yy, xx, axis_aligned=True)
         image[region & pattern] = a
         image[region & ~pattern] = b
         mask[region] = class_id
@@ -196,33 +100,134 @@ def render_example(rng, height=96, width=96, min_objects=1, max_objects=4):
     return np.clip(np.round(image), 0, 255).astype(np.uint8), mask
 
 
+RANDOM_COLOUR_SHAPES = ("hexagon", "star", "ellipse", "crescent")
+RANDOM_COLOUR_TEXTURES = ("stripes", "dots")
+RANDOM_COLOUR_CLASS_NAMES = ("background",) + tuple(
+    f"{s}_{t}" for s in RANDOM_COLOUR_SHAPES for t in RANDOM_COLOUR_TEXTURES)
+
+
+def render_random_colour_example(rng, height=64, width=64, min_objects=1, max_objects=3):
+    """Draws one image of the `random_colours` set and its mask.
+
+    Args:
+      rng: numpy Generator; the example depends on nothing else.
+      height: image height in pixels.
+      width: image width in pixels.
+      min_objects: fewest foreground objects.
+      max_objects: most foreground objects.
+
+    Returns:
+      (image uint8 [H, W, 3], mask uint8 [H, W] with values in 0..8).
+    """
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    image = drawing.textured_background(rng, height, width)
+    drawing.draw_clutter(rng, image, yy, xx, blob_texture="checker",
+                         blob_scale=min(height, width) / 64.0)
+    mask = np.zeros((height, width), np.uint8)
+    num_textures = len(RANDOM_COLOUR_TEXTURES)
+    for _ in range(int(rng.integers(min_objects, max_objects + 1))):
+        class_id = int(rng.integers(1, len(RANDOM_COLOUR_CLASS_NAMES)))
+        shape = RANDOM_COLOUR_SHAPES[(class_id - 1) // num_textures]
+        texture = RANDOM_COLOUR_TEXTURES[(class_id - 1) % num_textures]
+        radius = rng.uniform(0.2, 0.4) * min(height, width)
+        cy = rng.uniform(-0.05, 1.05) * height
+        cx = rng.uniform(-0.05, 1.05) * width
+        region = drawing.shape_mask(shape, yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi))
+        if region.sum() < 12:
+            continue
+        a, b = drawing.random_colour_pair(rng)
+        pattern = drawing.texture(rng, texture, yy, xx)
+        image[region & pattern] = a
+        image[region & ~pattern] = b
+        mask[region] = class_id
+    image += rng.normal(0, 6, size=image.shape)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8), mask
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """One synthetic segmentation set: its classes, renderer and default sizes.
+
+    Attributes:
+      name: the variant's name (`shapes`, `random_colours`).
+      version: generator version, part of the cache key (bump when the renderer changes).
+      class_names: class names, background first.
+      render: `render(rng, height, width) -> (image, mask)`.
+      height: default image height.
+      width: default image width.
+      num_train: default number of train images.
+      num_val: default number of validation images.
+    """
+
+    name: str
+    version: int
+    class_names: tuple
+    render: object
+    height: int
+    width: int
+    num_train: int
+    num_val: int
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+VARIANTS = {
+    "shapes": Variant("shapes", GENERATOR_VERSION, CLASS_NAMES, render_example, 96, 96, 512,
+                      128),
+    "random_colours": Variant("random_colours", 1, RANDOM_COLOUR_CLASS_NAMES,
+                              render_random_colour_example, 64, 64, 1600, 300),
+}
+
+
+def get_variant(name):
+    """The `Variant` called `name`.
+
+    Raises:
+      ValueError: naming the unknown variant and the known ones.
+    """
+    if name not in VARIANTS:
+        raise ValueError(f"Unknown synthetic dataset variant {name!r}; choose one of "
+                         f"{sorted(VARIANTS)}")
+    return VARIANTS[name]
+
+
 def _example_rng(seed, split, index):
     split_code = {"train": 0, "val": 1}[split]
     return np.random.default_rng([seed, split_code, index])
 
 
-def generate(output_dir, seed=0, num_train=512, num_val=128, height=96, width=96,
-             num_shards=2):
-    """Writes the synthetic dataset (records, split files, metadata) to `output_dir`.
+def generate(output_dir, seed=0, num_train=None, num_val=None, height=None, width=None,
+             num_shards=2, variant="shapes"):
+    """Writes a synthetic dataset (records, split files, metadata) to `output_dir`.
 
     Args:
       output_dir: directory to create; it must not exist or be empty.
       seed: the seed that determines every byte.
-      num_train: number of train images (labelled subsets and unlabelled stream).
-      num_val: number of validation images.
-      height: image height.
-      width: image width.
+      num_train: number of train images (labelled subsets and unlabelled stream); None takes
+        the variant's default.
+      num_val: number of validation images (None: the variant's default).
+      height: image height (None: the variant's default).
+      width: image width (None: the variant's default).
       num_shards: TFRecord shards per split.
+      variant: `shapes` or `random_colours` (see the module docstring).
 
     Returns:
       The metadata dict written to `output_dir/metadata.json`.
 
     Raises:
       FileExistsError: if `output_dir` exists and is not empty.
-      ValueError: if `num_train` is too small to hold every class in the 1/16 subset.
+      ValueError: for an unknown variant, or if `num_train` is too small to hold every class in
+        the 1/16 subset.
     """
     from wss.data import records, splits  # TensorFlow-importing modules, imported lazily.
 
+    spec = get_variant(variant)
+    num_train = spec.num_train if num_train is None else num_train
+    num_val = spec.num_val if num_val is None else num_val
+    height = spec.height if height is None else height
+    width = spec.width if width is None else width
     if os.path.isdir(output_dir) and os.listdir(output_dir):
         raise FileExistsError(f"--output_dir {output_dir} exists and is not empty")
     smallest = num_train // max(LABELLED_FRACTIONS)
@@ -234,13 +239,13 @@ def generate(output_dir, seed=0, num_train=512, num_val=128, height=96, width=96
     for split, count in (("train", num_train), ("val", num_val)):
         examples = []
         for index in range(count):
-            image, mask = render_example(_example_rng(seed, split, index), height, width)
+            image, mask = spec.render(_example_rng(seed, split, index), height, width)
             image_id = f"{split}_{index:05d}"
             if split == "train":
                 class_sets[image_id] = sorted(int(c) for c in np.unique(mask) if c != 0)
             examples.append(records.encode_example(
                 image, filename=image_id, mask=mask, image_format="png",
-                num_classes=NUM_CLASSES))
+                num_classes=spec.num_classes))
         records.write_records(examples, os.path.join(output_dir, split), num_shards=num_shards)
         _write_ids(os.path.join(output_dir, f"{split}.txt"),
                    [f"{split}_{i:05d}" for i in range(count)])
@@ -250,7 +255,7 @@ def generate(output_dir, seed=0, num_train=512, num_val=128, height=96, width=96
     for fraction in LABELLED_FRACTIONS:
         labelled = splits.sample_labelled_split(
             train_ids, class_sets, 1.0 / fraction, seed=seed,
-            required_classes=range(1, NUM_CLASSES))
+            required_classes=range(1, spec.num_classes))
         rest = sorted(set(train_ids) - set(labelled))
         _write_ids(os.path.join(output_dir, f"labelled_1_{fraction}.txt"), labelled)
         _write_ids(os.path.join(output_dir, f"unlabelled_1_{fraction}.txt"), rest)
@@ -258,11 +263,12 @@ def generate(output_dir, seed=0, num_train=512, num_val=128, height=96, width=96
                                         "unlabelled": f"unlabelled_1_{fraction}.txt",
                                         "num_labelled": len(labelled)}
     metadata = {
-        "name": "synthetic_shapes",
-        "generator_version": GENERATOR_VERSION,
+        "name": "synthetic_shapes" if variant == "shapes" else f"synthetic_{variant}",
+        "variant": variant,
+        "generator_version": spec.version,
         "seed": seed,
-        "num_classes": NUM_CLASSES,
-        "class_names": list(CLASS_NAMES),
+        "num_classes": spec.num_classes,
+        "class_names": list(spec.class_names),
         "ignore_label": 255,
         "image_size": [height, width],
         "num_train": num_train,
@@ -281,62 +287,50 @@ def _write_ids(path, ids):
         f.write("".join(f"{i}\n" for i in ids))
 
 
-def default_cache_dir():
-    """The cache root: `$WSS_CACHE_DIR` if set, else `~/.cache/wss`."""
-    return os.environ.get("WSS_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "wss")
-
-
-def ensure_synthetic_dataset(cache_dir=None, seed=0, num_train=512, num_val=128):
-    """Returns the directory of the synthetic dataset, generating it on first use.
+def ensure_synthetic_dataset(cache_dir=None, seed=0, num_train=None, num_val=None,
+                             variant="shapes"):
+    """Returns the directory of a synthetic dataset, generating it on first use.
 
     Generation writes to a temporary sibling directory that is renamed into place, so an
     interrupted run never leaves a half-written dataset behind.
 
     Args:
-      cache_dir: the cache root (default: `default_cache_dir()`).
+      cache_dir: the cache root (default: `wss.cache.default_cache_dir()`).
       seed: generator seed.
-      num_train: number of train images.
-      num_val: number of validation images.
+      num_train: number of train images (None: the variant's default).
+      num_val: number of validation images (None: the variant's default).
+      variant: `shapes` or `random_colours`.
 
     Returns:
       The dataset directory (containing metadata.json, records and split files).
     """
-    cache_dir = cache_dir or default_cache_dir()
-    name = f"synthetic_v{GENERATOR_VERSION}_seed{seed}_train{num_train}_val{num_val}"
-    final_dir = os.path.join(cache_dir, name)
-    if os.path.isfile(os.path.join(final_dir, "metadata.json")):
-        return final_dir
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp_dir = tempfile.mkdtemp(prefix=name + ".tmp", dir=cache_dir)
-    try:
-        generate(tmp_dir, seed=seed, num_train=num_train, num_val=num_val)
-        try:
-            os.rename(tmp_dir, final_dir)
-        except OSError:
-            # Another process finished first; its copy is identical.
-            if not os.path.isfile(os.path.join(final_dir, "metadata.json")):
-                raise
-    finally:
-        if os.path.isdir(tmp_dir):
-            shutil.rmtree(tmp_dir, ignore_errors=True)
-    return final_dir
+    spec = get_variant(variant)
+    num_train = spec.num_train if num_train is None else num_train
+    num_val = spec.num_val if num_val is None else num_val
+    prefix = "synthetic" if variant == "shapes" else f"synthetic_{variant}"
+    name = f"{prefix}_v{spec.version}_seed{seed}_train{num_train}_val{num_val}"
+    return cache.ensure_cached(
+        name, lambda directory: generate(directory, seed=seed, num_train=num_train,
+                                         num_val=num_val, variant=variant),
+        marker="metadata.json", cache_dir=cache_dir)
 
 
 def main(argv=None):
-    """Command line: `python -m wss.data.synthetic --output_dir DIR [--seed N]`."""
+    """Command line: `python -m wss.data.synthetic --output_dir DIR [--variant V] [--seed N]`."""
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", required=True, help="directory to write")
+    parser.add_argument("--variant", default="shapes", choices=sorted(VARIANTS))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num_train", type=int, default=512)
-    parser.add_argument("--num_val", type=int, default=128)
-    parser.add_argument("--height", type=int, default=96)
-    parser.add_argument("--width", type=int, default=96)
+    parser.add_argument("--num_train", type=int, default=None)
+    parser.add_argument("--num_val", type=int, default=None)
+    parser.add_argument("--height", type=int, default=None)
+    parser.add_argument("--width", type=int, default=None)
     args = parser.parse_args(argv)
     metadata = generate(args.output_dir, seed=args.seed, num_train=args.num_train,
-                        num_val=args.num_val, height=args.height, width=args.width)
+                        num_val=args.num_val, height=args.height, width=args.width,
+                        variant=args.variant)
     print(f"wrote {metadata['num_train']} train and {metadata['num_val']} val images "
           f"({metadata['num_classes']} classes) to {args.output_dir}")
     for fraction, info in metadata["splits"].items():

@@ -19,6 +19,7 @@ variables under the last-layer scopes (`logits/...` by default, DeepLab's
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from typing import Dict, List, Sequence, Tuple
 
@@ -106,7 +107,8 @@ def deeplab_name_table(model) -> Dict[str, tf.Variable]:
     """DeepLab TF1 name -> Keras variable for every variable of `model`.
 
     Args:
-        model: A `DeepLabV3Plus` from `build_deeplab` (built).
+        model: A built model with `tf1_variable_table()`: a `DeepLabV3Plus` from
+            `build_deeplab` or an `ImageClassifier` from `build_image_classifier`.
 
     Returns:
         A dict in network order.
@@ -142,7 +144,7 @@ def load_deeplab_checkpoint(
     """Restores a DeepLab TF1 checkpoint into `model`.
 
     Args:
-        model: A built `DeepLabV3Plus`.
+        model: A built `DeepLabV3Plus` (or any model with `tf1_variable_table()`).
         path: Checkpoint prefix (`.../model.ckpt-30000`) or a directory holding one.
         skip_mismatch: Leave variables whose shapes differ untouched instead of raising.
         skip_last_layer: Do not restore variables under `last_layer_scopes` (DeepLab's
@@ -209,3 +211,40 @@ def load_deeplab_checkpoint(
         else:
             report.unused.append(name)
     return report
+
+
+def save_tf1_checkpoint(model, path: str) -> str:
+    """Writes every variable of `model` under its DeepLab TF1 name, as a TF1 checkpoint.
+
+    The result reads like DeepLab's own checkpoints: `tf.train.load_checkpoint(path)` lists
+    `xception_65/entry_flow/conv1_1/weights`, ..., and `load_deeplab_checkpoint` (hence
+    `train.init_checkpoint`) takes it as it takes DeepLab's ImageNet checkpoints. The data and
+    index files are written under a temporary prefix and renamed into place, index last, so a
+    crash never leaves a readable but incomplete checkpoint; a `checkpoint` state file next to
+    it lets the directory stand for the checkpoint.
+
+    Args:
+        model: A built model with `tf1_variable_table()` (`DeepLabV3Plus`, `ImageClassifier`).
+        path: Checkpoint prefix to write, e.g. `.../tf1/model.ckpt`.
+
+    Returns:
+        `path`.
+
+    Raises:
+        ValueError: If two variables map to one name or a float variable has no name.
+    """
+    table = deeplab_name_table(model)
+    directory = os.path.dirname(os.path.abspath(path))
+    tf.io.gfile.makedirs(directory)
+    temp = os.path.join(directory, f".tmp-{os.path.basename(path)}-{os.getpid()}")
+    names = list(table)
+    tf.raw_ops.SaveV2(prefix=temp, tensor_names=names, shape_and_slices=[""] * len(names),
+                      tensors=[tf.convert_to_tensor(table[n]) for n in names])
+    for suffix in (".data-00000-of-00001", ".index"):
+        tf.io.gfile.rename(temp + suffix, path + suffix, overwrite=True)
+    state = f'model_checkpoint_path: "{os.path.basename(path)}"\n'
+    state_temp = os.path.join(directory, f".tmp-checkpoint-{os.getpid()}")
+    with tf.io.gfile.GFile(state_temp, "w") as f:
+        f.write(state + f'all_model_checkpoint_paths: "{os.path.basename(path)}"\n')
+    tf.io.gfile.rename(state_temp, os.path.join(directory, "checkpoint"), overwrite=True)
+    return path

@@ -36,7 +36,7 @@ from wss.models.layers import (
     scale_dimension,
     scaled_depth,
 )
-from wss.models.resnet import RESNET_UNITS, ResNetBeta
+from wss.models.resnet import ResNetBeta
 from wss.models.xception import Xception65
 
 HEAD_BN_EPSILON = 1e-5
@@ -355,28 +355,58 @@ def build_deeplab(
     return model
 
 
-def _construct(backbone, num_classes, output_stride, atrous_rates, decoder_output_stride,
-               multi_grid, width_multiplier, middle_flow_units, resnet_units_per_block,
-               fine_tune_batch_norm, classifier_dropout_rate, aspp_dropout_rate, policy, name):
-    """Constructs (without building) the backbone and the DeepLabv3+ model."""
+def build_backbone(
+    backbone: str = "xception_65",
+    output_stride: int = 16,
+    multi_grid: Optional[Sequence[int]] = None,
+    width_multiplier: float = 1.0,
+    middle_flow_units: int = 16,
+    resnet_units_per_block: Optional[Sequence[int]] = None,
+    policy=None,
+):
+    """Constructs (without building) an `Xception65` or `ResNetBeta` backbone.
+
+    Args:
+        backbone: One of `BACKBONES`.
+        output_stride: 8, 16 or 32.
+        multi_grid: Unit rates of the last block (None: (1, 1, 1)).
+        width_multiplier: Scales every channel count.
+        middle_flow_units: Xception middle-flow units.
+        resnet_units_per_block: ResNet units in blocks 1-3 (None: the variant's).
+        policy: Keras dtype policy, or None for the global one.
+
+    Returns:
+        The backbone layer.
+
+    Raises:
+        ValueError: For an unknown backbone.
+    """
+    if backbone not in BACKBONES:
+        raise ValueError(f"Unknown backbone {backbone!r}; expected one of {BACKBONES}.")
     if backbone == "xception_65":
-        net = Xception65(
+        return Xception65(
             output_stride=output_stride,
             multi_grid=multi_grid,
             width_multiplier=width_multiplier,
             middle_flow_units=middle_flow_units,
             dtype=policy,
         )
-    else:
-        assert backbone in RESNET_UNITS
-        net = ResNetBeta(
-            backbone,
-            output_stride=output_stride,
-            multi_grid=multi_grid,
-            width_multiplier=width_multiplier,
-            units_per_block=resnet_units_per_block,
-            dtype=policy,
-        )
+    return ResNetBeta(
+        backbone,
+        output_stride=output_stride,
+        multi_grid=multi_grid,
+        width_multiplier=width_multiplier,
+        units_per_block=resnet_units_per_block,
+        dtype=policy,
+    )
+
+
+def _construct(backbone, num_classes, output_stride, atrous_rates, decoder_output_stride,
+               multi_grid, width_multiplier, middle_flow_units, resnet_units_per_block,
+               fine_tune_batch_norm, classifier_dropout_rate, aspp_dropout_rate, policy, name):
+    """Constructs (without building) the backbone and the DeepLabv3+ model."""
+    net = build_backbone(backbone, output_stride, multi_grid, width_multiplier,
+                         middle_flow_units, resnet_units_per_block, policy)
     model = DeepLabV3Plus(
         net,
         num_classes=num_classes,

@@ -106,6 +106,49 @@ class TF1Named:
         raise NotImplementedError
 
 
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """Keras's BatchNormalization computed with TensorFlow's fused kernel.
+
+    Same variables, names, arguments and results as `keras.layers.BatchNormalization`
+    (population variance in the moving average, statistics in float32), but each call is one
+    `FusedBatchNormV3` op (and its gradient one `FusedBatchNormGradV3`) instead of a dozen
+    element-wise and reduction ops: it was the largest op family of a training step on the CPU.
+    The fused kernel needs `epsilon >= 1.001e-5` (as in TF1, where DeepLab's slim batch norm
+    was fused too); smaller values are raised to that. Cases the kernel does not cover (masks,
+    synchronized or renormalised batch norm, other ranks or axes) run Keras's implementation.
+    """
+
+    def _fusable(self, inputs, mask):
+        return (mask is None and not self.synchronized and not self.renorm
+                and len(inputs.shape) == 4 and self.axis in (-1, 3))
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        x = tf.cast(inputs, tf.float32)
+        depth = x.shape[-1]
+        gamma = self.gamma if self.scale else tf.ones([depth], tf.float32)
+        beta = self.beta if self.center else tf.zeros([depth], tf.float32)
+        epsilon = max(float(self.epsilon), 1.001e-5)
+        if training and self.trainable:
+            y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, epsilon=epsilon, is_training=True)
+            # The kernel returns the sample variance (n - 1 denominator) for the moving
+            # average; Keras averages the population variance.
+            count = tf.cast(tf.size(x) // depth, tf.float32)
+            variance = variance * (count - 1.0) / tf.maximum(count, 1.0)
+            momentum = self.momentum
+            self.moving_mean.assign(self.moving_mean * momentum + mean * (1.0 - momentum))
+            self.moving_variance.assign(
+                self.moving_variance * momentum + variance * (1.0 - momentum))
+        else:
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(
+                x, gamma, beta, mean=tf.convert_to_tensor(self.moving_mean),
+                variance=tf.convert_to_tensor(self.moving_variance), epsilon=epsilon,
+                is_training=False)
+        return tf.cast(y, self.compute_dtype)
+
+
 _BATCH_NORM_OVERRIDES = {"momentum": None, "synchronized": False}
 
 
@@ -133,7 +176,7 @@ def batch_norm(momentum, epsilon, name, dtype=None):
     """A Keras BatchNormalization layer with the overrides of `batch_norm_overrides`."""
     if _BATCH_NORM_OVERRIDES["momentum"] is not None:
         momentum = _BATCH_NORM_OVERRIDES["momentum"]
-    return keras.layers.BatchNormalization(
+    return FusedBatchNormalization(
         momentum=momentum, epsilon=epsilon, name=name, dtype=dtype,
         synchronized=_BATCH_NORM_OVERRIDES["synchronized"])
 

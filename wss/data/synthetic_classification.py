@@ -1,0 +1,169 @@
+"""The built-in synthetic classification set, the demo's stand-in for ImageNet pretraining.
+
+Multi-label images of textured shapes: every category is a (shape, texture) pair over all the
+shapes and textures `wss.data.drawing` can draw (14 x 5 = 70 categories), so the categories
+include the classes of both synthetic segmentation sets (`wss.data.synthetic`) and many more,
+as ImageNet's 1000 categories include VOC's 20. Each image holds 1 to 3 objects of random
+categories, colours (two random colours per object), sizes, rotations, texture orientations
+and texture scales, on a smooth noisy background with straight-line clutter; its labels are
+the categories with at least `MIN_VISIBLE_PIXELS` visible pixels.
+
+The set is generated independently of the segmentation sets (its own seed stream and salt), so
+no image is shared with them. Records use the project's schema (`wss.data.records`): an image
+and `image/class/label` (category ids 1..70; id 0 is reserved, as the background class of a
+segmentation set, so the record's `num_classes` is 71), no mask. Files: `train-*.tfrecord`,
+`val-*.tfrecord`, `metadata.json` (category names). Generated on first use into the cache
+(`wss.cache`), like the segmentation sets; `python -m wss.data.synthetic_classification
+--output_dir DIR` writes it somewhere explicit.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from wss import cache
+from wss.data import drawing
+
+VERSION = 1
+CATEGORY_NAMES = tuple(f"{s}_{t}" for s in drawing.SHAPES for t in drawing.TEXTURES)
+# Records' class ids are 1..len(CATEGORY_NAMES); 0 stays free as in a segmentation set.
+NUM_CLASSES = len(CATEGORY_NAMES) + 1
+MIN_VISIBLE_PIXELS = 40
+# Salt of the per-image seeds, so that no image coincides with a segmentation set's.
+_SALT = 7349
+
+
+def render_example(rng, height=64, width=64, min_objects=1, max_objects=3):
+    """Draws one classification image and the categories visible in it.
+
+    Args:
+      rng: numpy Generator; the example depends on nothing else.
+      height: image height in pixels.
+      width: image width in pixels.
+      min_objects: fewest objects drawn.
+      max_objects: most objects drawn.
+
+    Returns:
+      (image uint8 `[H, W, 3]`, sorted list of category ids in 1..70, possibly empty when
+      every object was occluded or cut away).
+    """
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    image = drawing.textured_background(rng, height, width)
+    for _ in range(int(rng.integers(0, 3))):
+        y0, x0, y1, x1 = rng.uniform(0, max(height, width), size=4)
+        length = max(np.hypot(y1 - y0, x1 - x0), 1e-6)
+        dist = np.abs((x1 - x0) * (y0 - yy) - (x0 - xx) * (y1 - y0)) / length
+        image[dist < rng.uniform(0.6, 1.8)] = rng.uniform(0, 255, size=3)
+    owner = np.zeros((height, width), np.int32)
+    for _ in range(int(rng.integers(min_objects, max_objects + 1))):
+        category = int(rng.integers(1, NUM_CLASSES))
+        shape = drawing.SHAPES[(category - 1) // len(drawing.TEXTURES)]
+        texture = drawing.TEXTURES[(category - 1) % len(drawing.TEXTURES)]
+        radius = rng.uniform(0.18, 0.42) * min(height, width)
+        cy = rng.uniform(0.1, 0.9) * height
+        cx = rng.uniform(0.1, 0.9) * width
+        region = drawing.shape_mask(shape, yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi))
+        a, b = drawing.random_colour_pair(rng)
+        pattern = drawing.texture(rng, texture, yy, xx, scale=rng.uniform(0.7, 1.4))
+        image[region & pattern] = a
+        image[region & ~pattern] = b
+        owner[region] = category
+    image += rng.normal(0, 6, size=image.shape)
+    counts = np.bincount(owner.ravel(), minlength=NUM_CLASSES)
+    labels = [int(c) for c in np.nonzero(counts[1:] >= MIN_VISIBLE_PIXELS)[0] + 1]
+    return np.clip(np.round(image), 0, 255).astype(np.uint8), labels
+
+
+def generate(output_dir, seed=0, num_train=8000, num_val=500, height=64, width=64,
+             num_shards=4):
+    """Writes the classification set (records and metadata) to `output_dir`.
+
+    Args:
+      output_dir: directory to create; it must not exist or be empty.
+      seed: the seed that determines every byte.
+      num_train: number of train images.
+      num_val: number of validation images.
+      height: image height.
+      width: image width.
+      num_shards: TFRecord shards of the train split (val has one).
+
+    Returns:
+      The metadata dict written to `output_dir/metadata.json`.
+
+    Raises:
+      FileExistsError: if `output_dir` exists and is not empty.
+    """
+    from wss.data import records  # TensorFlow-importing module, imported lazily.
+
+    if os.path.isdir(output_dir) and os.listdir(output_dir):
+        raise FileExistsError(f"--output_dir {output_dir} exists and is not empty")
+    os.makedirs(output_dir, exist_ok=True)
+    counts = np.zeros(NUM_CLASSES, np.int64)
+    for split_code, (split, count, shards) in enumerate(
+            (("train", num_train, num_shards), ("val", num_val, 1))):
+        examples = []
+        for index in range(count):
+            rng = np.random.default_rng([seed, _SALT, split_code, index])
+            image, labels = render_example(rng, height, width)
+            if split == "train":
+                counts[labels] += 1
+            examples.append(records.encode_example(
+                image, filename=f"{split}_{index:06d}", class_labels=labels, image_format="png",
+                num_classes=NUM_CLASSES))
+        records.write_records(examples, os.path.join(output_dir, split), num_shards=shards)
+    metadata = {
+        "name": "synthetic_classification",
+        "generator_version": VERSION,
+        "seed": seed,
+        "num_classes": NUM_CLASSES,
+        "category_names": list(CATEGORY_NAMES),
+        "image_size": [height, width],
+        "num_train": num_train,
+        "num_val": num_val,
+        "train_pattern": "train-*.tfrecord",
+        "val_pattern": "val-*.tfrecord",
+        "train_images_per_category": counts[1:].tolist(),
+    }
+    with open(os.path.join(output_dir, "metadata.json"), "w") as f:
+        json.dump(metadata, f, indent=2, sort_keys=True)
+    return metadata
+
+
+def ensure_classification_dataset(cache_dir=None, seed=0, num_train=8000, num_val=500):
+    """Returns the directory of the classification set, generating it on first use.
+
+    Args:
+      cache_dir: the cache root (default: `wss.cache.default_cache_dir()`).
+      seed: generator seed.
+      num_train: number of train images.
+      num_val: number of validation images.
+
+    Returns:
+      The dataset directory.
+    """
+    name = f"synthetic_classification_v{VERSION}_seed{seed}_train{num_train}_val{num_val}"
+    return cache.ensure_cached(
+        name, lambda directory: generate(directory, seed=seed, num_train=num_train,
+                                         num_val=num_val),
+        marker="metadata.json", cache_dir=cache_dir)
+
+
+def main(argv=None):
+    """Command line: `python -m wss.data.synthetic_classification --output_dir DIR`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output_dir", required=True, help="directory to write")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num_train", type=int, default=8000)
+    parser.add_argument("--num_val", type=int, default=500)
+    args = parser.parse_args(argv)
+    metadata = generate(args.output_dir, seed=args.seed, num_train=args.num_train,
+                        num_val=args.num_val)
+    print(f"wrote {metadata['num_train']} train and {metadata['num_val']} val images "
+          f"({len(CATEGORY_NAMES)} categories) to {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The interface between the training loop and a training objective.
+
+A task owns everything that is specific to what is trained: its input streams, its models,
+the replica step that computes its losses and applies the update, what it puts in TensorBoard
+and which of its objects a checkpoint holds. The loop (`wss.training.loop.run`) owns the rest.
+
+Call order, all by the loop:
+
+1. `make_streams(strategy, seed, skip_batches)`, before any model work, so that a missing
+   file or split fails fast;
+2. `build()` inside `strategy.scope()`, then `trainable_variables` to build the optimizer;
+3. `checkpoint_objects()` once, for the checkpoint; `warm_start(path)` when the log directory
+   has no checkpoint yet and an initial checkpoint is given;
+4. `replica_step(optimizer, batches, num_replicas, with_images)` inside `strategy.run`, under
+   `tf.function`, once per step;
+5. `write_scalar_summaries(stats)` and `write_image_summaries(images)` inside the loop's
+   summary writer.
+"""
+
+import abc
+import dataclasses
+from typing import Dict, Mapping
+
+import tensorflow as tf
+
+
+@dataclasses.dataclass
+class StepOutput:
+    """What one replica step returns.
+
+    Attributes:
+      losses: named scalar losses (averaged over replicas by the loop); a NaN or infinite one
+        stops training. Include the total as `loss_total`.
+      stats: additive statistics (summed over replicas, accumulated between scalar summaries
+        and handed to `write_scalar_summaries`), e.g. pixel counts.
+      images: tensors to show in TensorBoard (replica 0's are kept), only when asked.
+    """
+
+    losses: Dict[str, tf.Tensor]
+    stats: Dict[str, tf.Tensor] = dataclasses.field(default_factory=dict)
+    images: Dict[str, tf.Tensor] = dataclasses.field(default_factory=dict)
+
+
+class Task(abc.ABC):
+    """A training objective that `wss.training.loop.run` can drive.
+
+    Attributes:
+      name: a short name for logs (`pseudoseg-semi`, `pretraining`, ...).
+    """
+
+    name = "task"
+
+    @abc.abstractmethod
+    def make_streams(self, strategy: tf.distribute.Strategy, seed, skip_batches: int
+                     ) -> Mapping[str, tf.distribute.DistributedDataset]:
+        """Builds the distributed input streams (global batch sizes).
+
+        Args:
+          strategy: the distribution strategy.
+          seed: the run's seed, or None (streams are then not reproducible).
+          skip_batches: batches already trained on (resume of a seeded run).
+
+        Returns:
+          name -> distributed dataset; `replica_step` gets one batch of each per step.
+        """
+
+    @abc.abstractmethod
+    def build(self) -> None:
+        """Builds the models (called inside `strategy.scope()`)."""
+
+    @property
+    @abc.abstractmethod
+    def trainable_variables(self):
+        """The variables the optimizer updates."""
+
+    @property
+    def variables(self):
+        """Every model variable (for the multi-worker weight digests)."""
+        return self.trainable_variables
+
+    @abc.abstractmethod
+    def checkpoint_objects(self) -> Dict[str, object]:
+        """Trackables that a checkpoint holds besides the optimizer (models, RNG states)."""
+
+    def warm_start(self, path: str) -> str:
+        """Initialises the models from `path` (the loop's `init_checkpoint`).
+
+        Returns:
+          A one-line summary of what was loaded.
+
+        Raises:
+          NotImplementedError: if the task cannot warm-start.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot warm-start from {path}")
+
+    @property
+    @abc.abstractmethod
+    def images_per_step(self) -> int:
+        """Images one replica consumes per step (for the images/s figure)."""
+
+    @abc.abstractmethod
+    def replica_step(self, optimizer, batches: Mapping[str, Dict[str, tf.Tensor]],
+                     num_replicas: int, with_images: bool) -> StepOutput:
+        """One replica's training step: losses, gradients and the optimizer update.
+
+        Args:
+          optimizer: the Keras optimizer.
+          batches: this replica's batch of each stream.
+          num_replicas: replicas in sync (scale losses by its inverse before summing
+            gradients so that they are those of the global mean).
+          with_images: also return images for TensorBoard.
+
+        Returns:
+          A `StepOutput`.
+        """
+
+    def write_scalar_summaries(self, stats: Mapping[str, float]) -> None:
+        """Writes task-specific scalars from the accumulated `stats` (default: nothing)."""
+        del stats
+
+    def write_image_summaries(self, images: Mapping[str, tf.Tensor]) -> None:
+        """Writes the images of a step that asked for them (default: nothing)."""
+        del images
