@@ -58,6 +58,9 @@ _SAFE_RE = re.compile(r"[^A-Za-z0-9._+-]")
 _MAX_NAME = 200
 # trial.json keys that must match for a trial directory to be reused.
 _CONFIG_KEYS = ("gin_files", "gin_bindings", "train_args")
+# wss.train's exit status after SIGTERM saved a checkpoint (wss.training.loop, not imported
+# here to keep TensorFlow out of this process): the trial stopped, it did not fail.
+PREEMPTED_EXIT_CODE = 75
 
 
 class SweepError(ValueError):
@@ -394,7 +397,8 @@ def run_trials(trials, max_parallel=1, gpu_groups=None, poll_s=0.5):
                 free_slots.append(slot)
                 seconds = round(time.time() - start, 1)
                 state = trial_results(trial.logdir)["state"]
-                if process.returncode != 0 or (kind == "evaluate" and state != "finished"):
+                stopped_ok = process.returncode in (0, PREEMPTED_EXIT_CODE)
+                if not stopped_ok or (kind == "evaluate" and state != "finished"):
                     failed.append(trial.name)
                     trial.save_record(status="failed", returncode=process.returncode,
                                       ended=_now(), seconds=seconds)
@@ -408,7 +412,7 @@ def run_trials(trials, max_parallel=1, gpu_groups=None, poll_s=0.5):
                     trial.save_record(status="trained", returncode=0, ended=_now())
                 else:
                     status = "finished" if state == "finished" else "stopped"
-                    trial.save_record(status=status, returncode=0, ended=_now(),
+                    trial.save_record(status=status, returncode=process.returncode, ended=_now(),
                                       seconds=seconds)
                     detail = (_metric_text(trial.logdir) if status == "finished" else
                               "stopped before the last step; rerun to continue")

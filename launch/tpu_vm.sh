@@ -25,6 +25,17 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DRY_RUN="${DRY_RUN:-0}"
 REMOTE_DIR="${REMOTE_DIR:-wss}"   # Relative to the remote home directory.
 
+# REMOTE_DIR is removed and recreated by `setup`: only a plain relative path is accepted
+# (letters, digits, `_`, `-`, `.`, `/`; no `..`, no leading `/` or `~`), and it is quoted
+# wherever it reaches the remote shell.
+check_remote_dir() {
+  if [[ ! "${REMOTE_DIR}" =~ ^[A-Za-z0-9_][A-Za-z0-9_./-]*$ || "${REMOTE_DIR}" =~ (^|/)\.\.?(/|$) ]]; then
+    echo "error: REMOTE_DIR='${REMOTE_DIR}': use a plain path relative to the remote home" \
+      "directory (letters, digits, _ - . /), e.g. REMOTE_DIR=wss" >&2
+    exit 2
+  fi
+}
+
 usage() {
   sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
   exit "${1:-2}"
@@ -79,13 +90,16 @@ case "${command}" in
     ;;
   setup)
     need TPU_NAME ZONE
+    check_remote_dir
+    remote_dir="$(printf '%q' "${REMOTE_DIR}")"
     archive_dir="$(mktemp -d)"
     archive="${archive_dir}/wss.tar.gz"
     run git -C "${REPO}" archive --format=tar.gz -o "${archive}" HEAD
     run gcloud compute tpus tpu-vm scp "${archive}" "${TPU_NAME}:wss.tar.gz" --zone="${ZONE}"
-    on_vm "rm -rf ${REMOTE_DIR} && mkdir -p ${REMOTE_DIR} && tar -xzf wss.tar.gz -C ${REMOTE_DIR} \
+    on_vm "rm -rf -- ${remote_dir} && mkdir -p -- ${remote_dir} \
+      && tar -xzf wss.tar.gz -C ${remote_dir} \
       && python3 -c 'import tensorflow as tf; print(\"TensorFlow\", tf.__version__)' \
-      && pip install --no-deps -e ${REMOTE_DIR} && pip install 'gin-config>=0.5' 'absl-py>=1.0'"
+      && pip install --no-deps -e ${remote_dir} && pip install 'gin-config>=0.5' 'absl-py>=1.0'"
     rm -rf "${archive_dir}"
     ;;
   train)
@@ -100,9 +114,11 @@ case "${command}" in
     done
     args=(-m wss.train --strategy=tpu --tpu=local
           "--gin_bindings=train.mixed_precision_policy = 'mixed_bfloat16'" "$@")
+    check_remote_dir
     quoted="$(printf '%q ' "${args[@]}")"
-    on_vm "cd ${REMOTE_DIR} && nohup python3 ${quoted} > ~/wss_train.log 2>&1 < /dev/null & \
-      echo started wss.train on ${TPU_NAME}, log: ~/wss_train.log"
+    on_vm "cd -- $(printf '%q' "${REMOTE_DIR}") \
+      && nohup python3 ${quoted} > ~/wss_train.log 2>&1 < /dev/null & \
+      echo started wss.train on $(printf '%q' "${TPU_NAME}"), log: ~/wss_train.log"
     ;;
   log)
     need TPU_NAME ZONE

@@ -64,6 +64,18 @@ def test_jitter_is_one_pixelwise_map_of_the_weak_view():
         np.testing.assert_array_equal(w[v == 0], 127.5)
 
 
+def test_cutout_fraction_scales_the_square_to_the_crop():
+    for side, fraction in ((40, 0.25), (97, 0.25), (65, 0.2)):
+        image, label = _blocks(side, side)
+        weak = augment.weak_view(image, label, _seed(3), crop_size=(side, side), min_scale=1.0,
+                                 max_scale=1.0)
+        fractional = augment.strong_view(weak["image"], weak["valid"], _seed(4), strength=0.0,
+                                         cutout_size=3, cutout_fraction=fraction)
+        absolute = augment.strong_view(weak["image"], weak["valid"], _seed(4), strength=0.0,
+                                       cutout_size=int(round(fraction * side)))
+        np.testing.assert_array_equal(fractional["strong_valid"], absolute["strong_valid"])
+
+
 def test_cutout_square_only_in_strong_valid():
     image, label = _blocks(40, 40)
     weak = augment.weak_view(image, label, _seed(3), crop_size=(40, 40), min_scale=1.0,

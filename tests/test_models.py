@@ -316,3 +316,17 @@ def test_fused_batch_norm_matches_keras_batch_norm(center, scale, epsilon):
         keras_value = np.asarray(keras_value)
         np.testing.assert_allclose(np.asarray(fused_value), keras_value, rtol=1e-4,
                                    atol=1e-4 * np.abs(keras_value).max())
+
+
+def test_atrous_rates_past_the_feature_map_are_reported(caplog):
+    from absl import logging as absl_logging
+
+    model = build_deeplab(num_classes=3, width_multiplier=0.0625, middle_flow_units=1,
+                          output_stride=16, atrous_rates=(6, 12, 18))
+    caplog.set_level("WARNING")
+    absl_logging.get_absl_handler()  # absl logs through the standard logging module here.
+    model(tf.zeros([1, 65, 65, 3]))  # 5 x 5 features: every rate reaches past them.
+    assert "ASPP atrous rates [6, 12, 18] reach past the 5x5 feature map" in caplog.text
+    caplog.clear()
+    model(tf.zeros([1, 321, 321, 3]))  # 21 x 21: only 18 is fine, none reaches past.
+    assert "reach past" not in caplog.text

@@ -34,6 +34,8 @@ def tiny_bindings(data_dir, mode="semi", steps=3, extra=()):
     """Bindings that shrink demo.gin to a seconds-long run on `data_dir`."""
     return [
         f"DATA_DIR = '{data_dir}'",
+        # Tests never pretrain: demo.gin warm-starts from the cached demo pretraining.
+        "train.init_checkpoint = None",
         f"train.mode = '{mode}'",
         f"train.num_steps = {steps}",
         "train.crop_size = (33, 33)",

@@ -41,6 +41,9 @@ _CONFIGURABLE_MODULES = (
     "wss.tasks.pretraining",
     "wss.evaluation",
     "wss.data.augment",
+    "wss.data.folder",
+    "wss.data.hygiene",
+    "wss.data.tfds_source",
 )
 
 
@@ -183,6 +186,9 @@ def parse_experiment_config(checkpoint_dir=None, gin_files=(), gin_bindings=(),
                 f"no --gin_file given and --checkpoint_dir={checkpoint_dir} has no "
                 f"{CONFIG_FILENAME}; pass the experiment's --gin_file")
         gin_files = [saved]
+        # A saved config holds every macro of its includes, used or not.
+        return config_lib.parse_gin(gin_files, gin_bindings, finalize=finalize,
+                                    check_macros=False)
     return config_lib.parse_gin(gin_files, gin_bindings, finalize=finalize)
 
 
@@ -298,11 +304,17 @@ def make_checkpoint(model, sgc_head=None, optimizer=None):
 def latest_checkpoint_path(checkpoint_dir_or_path):
     """Resolves a log directory or a checkpoint prefix to a checkpoint prefix.
 
+    A directory resolves to its newest checkpoint that reads in full: a truncated or corrupt
+    newer one is reported and skipped (`wss.training.checkpointing`).
+
     Raises:
       FileNotFoundError: naming the directory when it holds no checkpoint.
+      wss.training.checkpointing.CheckpointError: when none of its checkpoints is intact.
     """
+    from wss.training import checkpointing
+
     if tf.io.gfile.isdir(checkpoint_dir_or_path):
-        path = tf.train.latest_checkpoint(checkpoint_dir_or_path)
+        path = checkpointing.newest_intact_checkpoint(checkpoint_dir_or_path, set_aside=False)
         if path is None:
             raise FileNotFoundError(f"no checkpoint in {checkpoint_dir_or_path}")
         return path
@@ -322,9 +334,17 @@ def restore_models(checkpoint_dir_or_path, model, sgc_head=None):
 
     Returns:
       The checkpoint path that was restored.
+
+    Raises:
+      wss.training.checkpointing.CheckpointError: naming a checkpoint that cannot be read.
+      wss.training.checkpointing.CheckpointMismatchError: when the checkpoint was written by
+        another configuration (other variables or shapes).
     """
+    from wss.training import checkpointing
+
     path = latest_checkpoint_path(checkpoint_dir_or_path)
-    status = make_checkpoint(model, sgc_head).restore(path).expect_partial()
-    status.assert_existing_objects_matched()
+    hint = f"see {os.path.join(os.path.dirname(path), CONFIG_FILENAME)}"
+    checkpointing.restore_checkpoint(make_checkpoint(model, sgc_head), path, config_hint=hint,
+                                     partial=True)
     logging.info("Restored %s", path)
     return path

@@ -2,10 +2,19 @@
 
     python -m wss.export --checkpoint_dir=LOGDIR --export_dir=OUT [--gin_file=...]
 
-The SavedModel holds a `tf.Module` whose `serve` function takes `uint8 [None, None, None, 3]`
-images of any size and returns `class_map` (int32 `[B, H, W]`) and `probabilities`
-(float32 `[B, H, W, C]`) at the input resolution. It loads with plain
+The SavedModel holds a `tf.Module` whose `serve` function takes `uint8 [B, H, W, 3]` images of
+any size and returns `class_map` (int32 `[B, H, W]`) and `probabilities` (float32
+`[B, H, W, C]`) at the input resolution. It loads with plain
 `tf.saved_model.load(path).signatures['serving_default']` in a process without `wss`.
+
+The signature declares `images` of unknown shape and checks it at run time before anything
+else runs: another rank, another number of channels, an empty batch or an image of zero height
+or width fails with an `InvalidArgumentError` that says what was expected and what was given.
+(A loaded signature does not check shapes itself: with a declared `[None, None, None, 3]`, a
+rank-3 tensor reached the kernels and aborted the serving process.)
+
+The export is written to `<export_dir>.tmp-export/` and renamed into place; a leftover
+temporary directory (an interrupted export, or one in progress) is reported, not removed.
 """
 
 import os
@@ -31,15 +40,34 @@ class SegmentationServingModule(tf.Module):
         self.model = model
         self.num_classes = model.num_classes
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8, name="images")])
     def serve(self, images):
         """Segments a batch of uint8 images; returns class_map and probabilities."""
+        images = checked_images(images)
         size = tf.shape(images)[1:3]
         logits = self.model(tf.cast(images, tf.float32), training=False)["logits"]
         logits = resize_bilinear(tf.cast(logits, tf.float32), size, align_corners=True)
         probabilities = tf.nn.softmax(logits, axis=-1)
         class_map = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return {"class_map": class_map, "probabilities": probabilities}
+
+
+def checked_images(images):
+    """`images` with static shape `[None, None, None, 3]` once run-time checks pass.
+
+    Raises (when run):
+      tf.errors.InvalidArgumentError: unless `images` is `[B, H, W, 3]` with B, H, W > 0.
+    """
+    shape = tf.shape(images)
+    padded = tf.concat([shape, tf.zeros([4], tf.int32)], axis=0)[:4]
+    valid = tf.logical_and(tf.equal(tf.size(shape), 4), tf.equal(padded[3], 3))
+    valid = tf.logical_and(valid, tf.reduce_all(padded[:3] > 0))
+    check = tf.debugging.Assert(valid, [
+        "serving_default: `images` must be uint8 [batch, height, width, 3] with batch, "
+        "height and width > 0; got shape", shape])
+    with tf.control_dependencies([check]):
+        images = tf.identity(images)
+    return tf.ensure_shape(images, [None, None, None, 3])
 
 
 def export_saved_model(model, export_dir):
@@ -56,14 +84,17 @@ def export_saved_model(model, export_dir):
       `export_dir`.
 
     Raises:
-      FileExistsError: if `export_dir` exists.
+      FileExistsError: if `export_dir` exists, or its temporary directory
+        `<export_dir>.tmp-export` (an interrupted export, or one in progress).
     """
     if tf.io.gfile.exists(export_dir):
         raise FileExistsError(f"--export_dir {export_dir} exists; remove it or choose another")
     module = SegmentationServingModule(model)
     temp_dir = export_dir.rstrip("/") + ".tmp-export"
     if tf.io.gfile.exists(temp_dir):
-        tf.io.gfile.rmtree(temp_dir)
+        raise FileExistsError(
+            f"{temp_dir} exists: an interrupted export to --export_dir {export_dir}, or one "
+            "still running. Remove it if no export is running, then rerun.")
     tf.saved_model.save(module, temp_dir, signatures={"serving_default": module.serve})
     tf.io.gfile.rename(temp_dir, export_dir)
     return export_dir

@@ -78,10 +78,12 @@ def make_optimizer(num_steps, base_learning_rate=0.007, power=0.9, momentum=0.9,
       A Keras optimizer.
 
     Raises:
-      ValueError: for an unknown optimizer name.
+      ValueError: for an unknown optimizer name or a value out of range, naming the binding.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"make_optimizer.name={name!r}; choose one of {OPTIMIZERS}")
+    _check_bindings(base_learning_rate, power, momentum, end_learning_rate, slow_start_steps,
+                    slow_start_learning_rate, adam_epsilon)
     schedule = PolyWithSlowStart(base_learning_rate, num_steps, power, end_learning_rate,
                                  slow_start_steps, slow_start_learning_rate)
     if name == "adam":
@@ -91,3 +93,22 @@ def make_optimizer(num_steps, base_learning_rate=0.007, power=0.9, momentum=0.9,
     if loss_scale:
         optimizer = keras.mixed_precision.LossScaleOptimizer(optimizer)
     return optimizer
+
+
+def _check_bindings(base_learning_rate, power, momentum, end_learning_rate, slow_start_steps,
+                    slow_start_learning_rate, adam_epsilon):
+    """Fails naming the `make_optimizer` binding whose value cannot train a model."""
+    from wss.config import check_int, check_number
+
+    # 0 is allowed: a run that must leave the weights as they are (tests, diagnostics).
+    check_number("make_optimizer.base_learning_rate", base_learning_rate, minimum=0)
+    check_number("make_optimizer.power", power, minimum=0, exclusive_minimum=True)
+    check_number("make_optimizer.momentum", momentum, minimum=0, maximum=1,
+                 exclusive_maximum=True)
+    check_number("make_optimizer.end_learning_rate", end_learning_rate, minimum=0,
+                 maximum=base_learning_rate)
+    check_int("make_optimizer.slow_start_steps", slow_start_steps, minimum=0)
+    check_number("make_optimizer.slow_start_learning_rate", slow_start_learning_rate,
+                 minimum=0)
+    check_number("make_optimizer.adam_epsilon", adam_epsilon, minimum=0,
+                 exclusive_minimum=True)

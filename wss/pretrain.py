@@ -8,7 +8,8 @@ The stand-in for ImageNet pretraining: trains the backbone and its pooled image 
 project's schema, or single-label ImageNet-style records) with the same loop as `wss.train`
 (strategies, checkpoints, resume, logs). At the end it writes the weights under DeepLab's TF1
 variable names to `LOGDIR/tf1/model.ckpt`, which `train.init_checkpoint` takes as it takes
-DeepLab's own ImageNet checkpoints. Rerunning the same command resumes.
+DeepLab's own ImageNet checkpoints. Rerunning the same command resumes. Exit status as
+`wss.train`'s: 75 (`wss.training.loop.PREEMPTED_EXIT_CODE`) after a SIGTERM that saved.
 """
 
 import os
@@ -19,6 +20,7 @@ from absl import app, flags
 from wss import experiment
 from wss import strategy as strategy_lib
 from wss.tasks import pretraining
+from wss.training import loop
 
 FLAGS = flags.FLAGS
 
@@ -36,11 +38,11 @@ def define_flags():
 
 def main(argv):
     del argv
-    bindings = list(FLAGS.gin_bindings)
-    if FLAGS.strategy:
-        bindings.append(f"make_strategy.name = '{FLAGS.strategy}'")
-    if FLAGS.tpu:
-        bindings.append(f"make_strategy.tpu = '{FLAGS.tpu}'")
+    try:
+        bindings = list(FLAGS.gin_bindings) + strategy_lib.flag_bindings(FLAGS.strategy,
+                                                                          FLAGS.tpu)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     experiment.parse_experiment_config(None, FLAGS.gin_file, bindings)
     logdir = FLAGS.logdir or os.path.join(
         "runs", os.path.splitext(os.path.basename(FLAGS.gin_file[0]))[0])
@@ -48,7 +50,7 @@ def main(argv):
     if not result["finished"]:
         reason = "by SIGTERM" if result["preempted"] else "(pretrain.steps_per_run)"
         print(f"Stopped {reason} at step {result['step']}; rerun the same command to resume.")
-        return
+        return loop.PREEMPTED_EXIT_CODE if result["preempted"] else 0
     if "tf1_checkpoint" in result:
         print(f"\nInitial checkpoint: {os.path.abspath(result['tf1_checkpoint'])}")
         print(f"Use it with --gin_bindings=\"train.init_checkpoint = "

@@ -1,10 +1,45 @@
 """Choosing a `tf.distribute` strategy by name: mirrored, tpu, multi_worker, one_device."""
 
+import re
+
 import gin
 import tensorflow as tf
 from absl import logging
 
 STRATEGIES = ("mirrored", "tpu", "multi_worker", "one_device")
+# A TPU name (`my-tpu`), `local`, or an address such as `grpc://10.0.0.2:8470`.
+_TPU_ADDRESS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/@-]*$")
+
+
+def flag_bindings(strategy=None, tpu=None):
+    """The gin bindings of the `--strategy` and `--tpu` flags of `wss.train` / `wss.pretrain`.
+
+    Args:
+      strategy: the `--strategy` value (one of `STRATEGIES`) or None.
+      tpu: the `--tpu` value or None.
+
+    Returns:
+      A list of binding strings, values quoted with `repr` (no flag text reaches gin
+      unquoted).
+
+    Raises:
+      ValueError: naming the flag, for `--tpu` without `--strategy=tpu` or a `--tpu` value
+        that is not a TPU name or address.
+    """
+    bindings = []
+    if strategy is not None:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"--strategy={strategy!r}: choose one of {STRATEGIES}")
+        bindings.append(f"make_strategy.name = {strategy!r}")
+    if tpu is not None:
+        if strategy != "tpu":
+            raise ValueError(f"--tpu={tpu!r} is only used with --strategy=tpu; add "
+                             "--strategy=tpu or drop --tpu")
+        if not _TPU_ADDRESS.match(tpu):
+            raise ValueError(f"--tpu={tpu!r}: expected a TPU name, 'local' or an address such "
+                             "as grpc://10.0.0.2:8470")
+        bindings.append(f"make_strategy.tpu = {tpu!r}")
+    return bindings
 
 
 @gin.configurable

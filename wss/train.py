@@ -7,6 +7,10 @@
 same command resumes from the latest checkpoint in the log directory. After training, the
 latest checkpoint is evaluated on the validation set and, when `after_training.export` is
 set, exported as a SavedModel.
+
+Exit status: 0 when training finished (or stopped at `train.steps_per_run`), 75
+(`wss.training.loop.PREEMPTED_EXIT_CODE`) when SIGTERM stopped it after saving a checkpoint
+(rerun to resume), 1 on errors. A second process on the same `--logdir` fails at once.
 """
 
 import os
@@ -16,6 +20,7 @@ from absl import app, flags
 
 from wss import experiment, trainer
 from wss import strategy as strategy_lib
+from wss.training import loop, rundir
 
 FLAGS = flags.FLAGS
 
@@ -33,11 +38,11 @@ def define_flags():
 
 def main(argv):
     del argv
-    bindings = list(FLAGS.gin_bindings)
-    if FLAGS.strategy:
-        bindings.append(f"make_strategy.name = '{FLAGS.strategy}'")
-    if FLAGS.tpu:
-        bindings.append(f"make_strategy.tpu = '{FLAGS.tpu}'")
+    try:
+        bindings = list(FLAGS.gin_bindings) + strategy_lib.flag_bindings(FLAGS.strategy,
+                                                                          FLAGS.tpu)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
     experiment.parse_experiment_config(None, FLAGS.gin_file, bindings)
     logdir = FLAGS.logdir or os.path.join(
         "runs", os.path.splitext(os.path.basename(FLAGS.gin_file[0]))[0])
@@ -45,10 +50,11 @@ def main(argv):
     if not result["finished"]:
         reason = "by SIGTERM" if result["preempted"] else "(train.steps_per_run)"
         print(f"Stopped {reason} at step {result['step']}; rerun the same command to resume.")
-        return
+        return loop.PREEMPTED_EXIT_CODE if result["preempted"] else 0
     if not result["chief"]:  # Only the chief evaluates and exports, after its final save.
         return
-    summary = trainer.after_training(logdir)
+    with rundir.LogdirLock(logdir):  # Evaluation and export write there too.
+        summary = trainer.after_training(logdir)
     print("")
     if summary["miou"] is not None:
         print(f"Validation mIoU: {summary['miou'] * 100:.2f}%")

@@ -11,6 +11,7 @@ import os
 import gin
 from absl import logging
 
+from wss import config as config_lib
 from wss import evaluation, experiment
 from wss.tasks.segmentation import SegmentationTask
 from wss.training import loop
@@ -40,7 +41,8 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
       unlabelled_batch_size: unlabelled or image-labelled images per replica.
       crop_size: training crop (height, width).
       num_classes: classes including background.
-      labelled_pattern: TFRecord pattern of the labelled stream.
+      labelled_pattern: TFRecord pattern of the labelled stream, or a source such as
+        `@labelled/tfds_dataset()` (`wss.data.tfds_source`; also for the unlabelled pattern).
       labelled_split: optional split file of labelled ids.
       unlabelled_pattern: TFRecord pattern of the unlabelled / image-labelled stream.
       unlabelled_split: optional split file of its ids.
@@ -70,8 +72,11 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
 
     Raises:
       NonFiniteLossError: if a loss becomes NaN or infinite.
-      ValueError / FileNotFoundError: for bad configuration, before any training step.
+      ValueError / FileNotFoundError: for bad configuration (naming the binding, file or
+        stream), before any training step.
+      wss.training.rundir.LogdirLockedError: when another process trains into `logdir`.
     """
+    _check_bindings(num_classes, labelled_batch_size, unlabelled_batch_size, crop_size)
     task = SegmentationTask(
         mode, num_classes, labelled_batch_size, unlabelled_batch_size, crop_size,
         labelled_pattern, labelled_split, unlabelled_pattern, unlabelled_split, palette,
@@ -82,21 +87,40 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
         max_to_keep=max_to_keep, init_checkpoint=init_checkpoint, seed=seed,
         deterministic=deterministic, mixed_precision_policy=mixed_precision_policy,
         steps_per_run=steps_per_run, strategy=strategy)
+    loop.check_options(options, "train")
     return loop.run(task, logdir, options)
 
 
+# A crop side below this leaves at most one feature pixel at output stride 16.
+MIN_CROP_SIZE = 17
+
+
+def _check_bindings(num_classes, labelled_batch_size, unlabelled_batch_size, crop_size):
+    """Fails naming the `train` binding whose value cannot train a model."""
+    config_lib.check_int("train.num_classes", num_classes, minimum=2)
+    config_lib.check_int("train.labelled_batch_size", labelled_batch_size, minimum=1)
+    config_lib.check_int("train.unlabelled_batch_size", unlabelled_batch_size, minimum=1)
+    config_lib.check_size("train.crop_size", crop_size, minimum=MIN_CROP_SIZE)
+
+
 @gin.configurable
-def after_training(logdir, evaluate=True, export=False, export_dir=None):
+def after_training(logdir, evaluate=True, export=False, export_dir=None, evaluate_kept=False):
     """Evaluates (and exports) the final checkpoint; prints where everything is.
+
+    The evaluated checkpoints' best by validation mIoU is kept in LOGDIR/best/ and reported
+    with the last one (`wss.evaluation.report_best_and_last`).
 
     Args:
       logdir: the training log directory.
       evaluate: evaluate the latest checkpoint on the validation set.
       export: export a SavedModel.
       export_dir: SavedModel directory (default LOGDIR/export/ckpt-N).
+      evaluate_kept: also evaluate the other checkpoints still in LOGDIR (the last
+        `train.max_to_keep`), so that the best is chosen among them.
 
     Returns:
-      dict with `miou` (or None), `checkpoint`, `export_dir` (or None).
+      dict with `miou` (or None), `checkpoint`, `export_dir` (or None) and, when evaluated,
+      `best` and `last` (`wss.evaluation.best_and_last`).
     """
     from wss import export as export_lib
 
@@ -107,6 +131,8 @@ def after_training(logdir, evaluate=True, export=False, export_dir=None):
         print(evaluation.format_results(results))
         summary["miou"] = results["miou"]
         summary["results"] = path
+        report = evaluation.report_best_and_last(logdir, checkpoint, results, evaluate_kept)
+        summary.update(best=report["best"], last=report["last"])
     if export:
         export_dir = export_dir or os.path.join(logdir, "export",
                                                 os.path.basename(checkpoint))

@@ -70,14 +70,38 @@ SpecLike = Union[DatasetSpec, str, dict]
 
 
 def as_spec(spec: SpecLike) -> DatasetSpec:
-    """Accepts a `DatasetSpec`, a file pattern or a dict of its fields."""
-    if isinstance(spec, DatasetSpec):
+    """Accepts a `DatasetSpec`, a file pattern, a dict of its fields or a source.
+
+    A source is any other object with a `read_serialized` method (what `read_records` returns
+    for it), e.g. `wss.data.tfds_source.TFDSSource`; it is returned as it is.
+    """
+    if isinstance(spec, DatasetSpec) or is_source(spec):
         return spec
     if isinstance(spec, str):
         return DatasetSpec(spec)
     if isinstance(spec, dict):
         return DatasetSpec(**spec)
     raise TypeError(f"Expected a DatasetSpec, a file pattern or a dict, got {spec!r}")
+
+
+def is_source(spec) -> bool:
+    """Whether `spec` is a non-file source (it has `read_serialized`), e.g. a TFDS split."""
+    return not isinstance(spec, DatasetSpec) and hasattr(spec, "read_serialized")
+
+
+def make_spec(pattern, split_file: Optional[str] = None,
+              exclude_file: Optional[str] = None):
+    """A `DatasetSpec` of a TFRecord pattern, or a source restricted by the split files.
+
+    Args:
+      pattern: a TFRecord pattern, or a source such as `tfds_dataset(...)` (gin:
+        `train.labelled_pattern = @labelled/tfds_dataset()`).
+      split_file: optional split file of ids to keep.
+      exclude_file: optional split file of ids to leave out.
+    """
+    if is_source(pattern):
+        return pattern.with_splits(split_file, exclude_file)
+    return DatasetSpec(pattern, split_file, exclude_file)
 
 
 def _filename_only(serialized):
@@ -165,6 +189,8 @@ def read_records(
       ValueError: A split file is empty or lists ids absent from the records.
     """
     spec = as_spec(spec)
+    if is_source(spec):
+        return spec.read_serialized(input_context, shuffle_files, seed, check_ids, deterministic)
     files = records.list_files(spec.file_pattern)
     keep, drop = _selected_ids(spec, files, check_ids)
     num_pipelines = input_context.num_input_pipelines if input_context else 1
@@ -540,6 +566,8 @@ class CheckedIterator:
             return next(self._iterator)
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
             for spec in self._specs:
+                if is_source(spec):  # Not record files: nothing to scan.
+                    continue
                 try:
                     records.scan_records(spec.file_pattern, self._num_classes)
                 except records.RecordError as located:
@@ -563,8 +591,8 @@ def checked_iterator(dataset, specs: Sequence[SpecLike],
 
 __all__ = [
     "CheckedIterator", "DatasetSpec", "as_spec", "checked_iterator", "classification_dataset",
-    "dataset_spec", "eval_dataset", "labelled_dataset", "make_distributed", "read_records",
-    "record_ids", "unlabelled_dataset",
+    "dataset_spec", "eval_dataset", "is_source", "labelled_dataset", "make_distributed",
+    "make_spec", "read_records", "record_ids", "unlabelled_dataset",
 ]
 
 
@@ -575,3 +603,62 @@ def batch_keys(stream: str) -> Tuple[str, ...]:
 
 
 Batch = Dict[str, tf.Tensor]
+
+
+def describe_spec(spec: SpecLike) -> str:
+    """`records PATTERN[, split FILE][, excluding FILE]`, for error messages."""
+    spec = as_spec(spec)
+    text = spec.describe() if is_source(spec) else f"records {spec.file_pattern}"
+    if spec.split_file:
+        text += f", split {spec.split_file}"
+    if spec.exclude_file:
+        text += f", excluding {spec.exclude_file}"
+    return text
+
+
+def check_stream_not_empty(name: str, spec: SpecLike, num_classes: Optional[int] = None):
+    """Fails naming the stream and its records / split when it would yield nothing.
+
+    Reads until the first record that the split files keep (one record, usually).
+
+    Raises:
+      ValueError: the stream has no record.
+      RecordError: a record file is corrupt (named).
+    """
+    spec = as_spec(spec)
+    try:
+        for _ in read_records(spec, check_ids=False).take(1):
+            return
+    except tf.errors.OpError as error:
+        locate_input_error({name: (spec, num_classes)}, error)
+        raise
+    raise ValueError(f"the {name} stream is empty: no record of {describe_spec(spec)}")
+
+
+def locate_input_error(specs, error):
+    """Turns an anonymous error of the training streams into one that names the culprit.
+
+    Args:
+      specs: stream name -> (`DatasetSpec`, num_classes or None).
+      error: the `tf.errors.OpError` that a step raised.
+
+    Raises:
+      RecordError: naming the stream, file and record index of the first unreadable record
+        (the files are re-read one by one, decoding and checking every record).
+      ValueError: for `OutOfRangeError`: naming the streams and how many records each has.
+      Nothing is raised when no culprit is found: the caller re-raises `error`.
+    """
+    if isinstance(error, tf.errors.OutOfRangeError):
+        counts = []
+        for name, (spec, _) in specs.items():
+            count = sum(1 for _ in read_records(spec, check_ids=False))
+            counts.append(f"{name} ({describe_spec(spec)}): {count} record(s)")
+        raise ValueError("a training stream ran out of records; every input pipeline needs at "
+                         f"least one: {'; '.join(counts)}") from error
+    for name, (spec, num_classes) in specs.items():
+        if is_source(spec):  # Not record files: nothing to re-read.
+            continue
+        try:
+            records.scan_records(as_spec(spec).file_pattern, num_classes)
+        except records.RecordError as located:
+            raise records.RecordError(f"{name} stream: {located}") from error

@@ -1,17 +1,20 @@
 """The built-in synthetic classification set, the demo's stand-in for ImageNet pretraining.
 
-Multi-label images of textured shapes: every category is a (shape, texture) pair over all the
-shapes and textures `wss.data.drawing` can draw (14 x 5 = 70 categories), so the categories
-include the classes of both synthetic segmentation sets (`wss.data.synthetic`) and many more,
-as ImageNet's 1000 categories include VOC's 20. Each image holds 1 to 3 objects of random
-categories, colours (two random colours per object), sizes, rotations, texture orientations
-and texture scales, on a smooth noisy background with straight-line clutter; its labels are
-the categories with at least `MIN_VISIBLE_PIXELS` visible pixels.
+Object-centric images of textured shapes, one category per image as in ImageNet: every
+category is a (shape, texture) pair over all the shapes and textures `wss.data.drawing` can
+draw (14 x 5 = 70 categories), so the categories include the classes of both synthetic
+segmentation sets (`wss.data.synthetic`) and many more, as ImageNet's 1000 categories include
+VOC's 20. Each image shows one large object near the centre with random colours (two per
+object), size, rotation, texture orientation and texture scale, on a smooth noisy background
+with straight-line clutter. (Version 1 drew 1-3 smaller objects per image with multi-label
+targets; the demo network learned next to nothing from it within its pretraining budget, while
+it learns this version's categories steadily: measured, see the README.)
 
 The set is generated independently of the segmentation sets (its own seed stream and salt), so
 no image is shared with them. Records use the project's schema (`wss.data.records`): an image
 and `image/class/label` (category ids 1..70; id 0 is reserved, as the background class of a
-segmentation set, so the record's `num_classes` is 71), no mask. Files: `train-*.tfrecord`,
+segmentation set, so the record's `num_classes` is 71), no mask: the layout of ImageNet records
+for `pretrain.loss = 'softmax'`. Files: `train-*.tfrecord`,
 `val-*.tfrecord`, `metadata.json` (category names). Generated on first use into the cache
 (`wss.cache`), like the segmentation sets; `python -m wss.data.synthetic_classification
 --output_dir DIR` writes it somewhere explicit.
@@ -25,28 +28,24 @@ import numpy as np
 from wss import cache
 from wss.data import drawing
 
-VERSION = 1
+VERSION = 2
 CATEGORY_NAMES = tuple(f"{s}_{t}" for s in drawing.SHAPES for t in drawing.TEXTURES)
 # Records' class ids are 1..len(CATEGORY_NAMES); 0 stays free as in a segmentation set.
 NUM_CLASSES = len(CATEGORY_NAMES) + 1
-MIN_VISIBLE_PIXELS = 40
 # Salt of the per-image seeds, so that no image coincides with a segmentation set's.
 _SALT = 7349
 
 
-def render_example(rng, height=64, width=64, min_objects=1, max_objects=3):
-    """Draws one classification image and the categories visible in it.
+def render_example(rng, height=64, width=64):
+    """Draws one classification image and its category.
 
     Args:
       rng: numpy Generator; the example depends on nothing else.
       height: image height in pixels.
       width: image width in pixels.
-      min_objects: fewest objects drawn.
-      max_objects: most objects drawn.
 
     Returns:
-      (image uint8 `[H, W, 3]`, sorted list of category ids in 1..70, possibly empty when
-      every object was occluded or cut away).
+      (image uint8 `[H, W, 3]`, category id in 1..70).
     """
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
     image = drawing.textured_background(rng, height, width)
@@ -55,24 +54,19 @@ def render_example(rng, height=64, width=64, min_objects=1, max_objects=3):
         length = max(np.hypot(y1 - y0, x1 - x0), 1e-6)
         dist = np.abs((x1 - x0) * (y0 - yy) - (x0 - xx) * (y1 - y0)) / length
         image[dist < rng.uniform(0.6, 1.8)] = rng.uniform(0, 255, size=3)
-    owner = np.zeros((height, width), np.int32)
-    for _ in range(int(rng.integers(min_objects, max_objects + 1))):
-        category = int(rng.integers(1, NUM_CLASSES))
-        shape = drawing.SHAPES[(category - 1) // len(drawing.TEXTURES)]
-        texture = drawing.TEXTURES[(category - 1) % len(drawing.TEXTURES)]
-        radius = rng.uniform(0.18, 0.42) * min(height, width)
-        cy = rng.uniform(0.1, 0.9) * height
-        cx = rng.uniform(0.1, 0.9) * width
-        region = drawing.shape_mask(shape, yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi))
-        a, b = drawing.random_colour_pair(rng)
-        pattern = drawing.texture(rng, texture, yy, xx, scale=rng.uniform(0.7, 1.4))
-        image[region & pattern] = a
-        image[region & ~pattern] = b
-        owner[region] = category
+    category = int(rng.integers(1, NUM_CLASSES))
+    shape = drawing.SHAPES[(category - 1) // len(drawing.TEXTURES)]
+    texture = drawing.TEXTURES[(category - 1) % len(drawing.TEXTURES)]
+    radius = rng.uniform(0.33, 0.48) * min(height, width)
+    cy = rng.uniform(0.4, 0.6) * height
+    cx = rng.uniform(0.4, 0.6) * width
+    region = drawing.shape_mask(shape, yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi))
+    a, b = drawing.random_colour_pair(rng)
+    pattern = drawing.texture(rng, texture, yy, xx, scale=rng.uniform(0.7, 1.4))
+    image[region & pattern] = a
+    image[region & ~pattern] = b
     image += rng.normal(0, 6, size=image.shape)
-    counts = np.bincount(owner.ravel(), minlength=NUM_CLASSES)
-    labels = [int(c) for c in np.nonzero(counts[1:] >= MIN_VISIBLE_PIXELS)[0] + 1]
-    return np.clip(np.round(image), 0, 255).astype(np.uint8), labels
+    return np.clip(np.round(image), 0, 255).astype(np.uint8), category
 
 
 def generate(output_dir, seed=0, num_train=8000, num_val=500, height=64, width=64,
@@ -105,12 +99,12 @@ def generate(output_dir, seed=0, num_train=8000, num_val=500, height=64, width=6
         examples = []
         for index in range(count):
             rng = np.random.default_rng([seed, _SALT, split_code, index])
-            image, labels = render_example(rng, height, width)
+            image, category = render_example(rng, height, width)
             if split == "train":
-                counts[labels] += 1
+                counts[category] += 1
             examples.append(records.encode_example(
-                image, filename=f"{split}_{index:06d}", class_labels=labels, image_format="png",
-                num_classes=NUM_CLASSES))
+                image, filename=f"{split}_{index:06d}", class_labels=[category],
+                image_format="png", num_classes=NUM_CLASSES))
         records.write_records(examples, os.path.join(output_dir, split), num_shards=shards)
     metadata = {
         "name": "synthetic_classification",

@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import gin
 import keras
 import tensorflow as tf
+from absl import logging
 
 from wss.models.layers import (
     ConvBN,
@@ -120,6 +121,7 @@ class DeepLabV3Plus(keras.Model):
         self.num_classes = num_classes
         self.output_stride = output_stride
         self.atrous_rates = tuple(atrous_rates)
+        self._warned_sizes = set()
         self.decoder_output_stride = decoder_output_stride
         self.fine_tune_batch_norm = fine_tune_batch_norm
         self.low_level_endpoint = (
@@ -202,7 +204,28 @@ class DeepLabV3Plus(keras.Model):
         cls_logits = self.classify(final, training=bn_training)
         return {"logits": logits, "cls_logits": cls_logits, "features": features}
 
+    def _warn_if_rates_exceed(self, features):
+        """Warns once per feature size when an ASPP rate reaches past the feature map.
+
+        A 3x3 convolution with rate `r` on an `h x w` map with `r >= max(h, w)` reads nothing
+        but zero padding off its centre tap: it is a 1x1 convolution. DeepLab's rates 6/12/18
+        suit 513 px crops (33 x 33 features at output stride 16), not small images.
+        """
+        size = tuple(features.shape[1:3])
+        if None in size or size in self._warned_sizes:
+            return
+        self._warned_sizes.add(size)
+        degenerate = [r for r in self.atrous_rates if r >= max(size)]
+        if degenerate:
+            logging.warning(
+                "ASPP atrous rates %s reach past the %dx%d feature map (output stride %d): "
+                "those branches act as 1x1 convolutions. For small crops use output stride 8 "
+                "and/or smaller build_deeplab.atrous_rates (e.g. %s).", degenerate, size[0],
+                size[1], self.output_stride,
+                tuple(max(1, round(r * max(size) / 33)) for r in self.atrous_rates))
+
     def _aspp(self, features, height, width, bn_training, training):
+        self._warn_if_rates_exceed(features)
         pool_height = scale_dimension(height, 1.0 / self.output_stride)
         pool_width = scale_dimension(width, 1.0 / self.output_stride)
         image_feature = tf.reduce_mean(features, axis=[1, 2], keepdims=True)

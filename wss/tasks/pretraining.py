@@ -20,12 +20,15 @@ Plus DeepLab's L2 weight decay on the convolution kernels.
 import gin
 import tensorflow as tf
 
+from wss import config as config_lib
 from wss import experiment, losses
 from wss.data import pipeline
 from wss.training import loop
 from wss.training.task import StepOutput, Task
 
 LOSSES = ("sigmoid", "softmax")
+# A crop side below this leaves at most one feature pixel at output stride 16.
+MIN_CROP_SIZE = 17
 
 
 def classification_losses(logits, labels, loss):
@@ -111,6 +114,9 @@ class PretrainingTask(Task):
             batch_size=self.batch_size * strategy.num_replicas_in_sync,
             num_classes=self.num_classes, crop_size=self.crop_size, seed=seed,
             skip_batches=skip_batches)}
+
+    def input_specs(self):
+        return {"images": (self.spec, self.num_classes)}
 
     def build(self):
         from wss.models import build_image_classifier
@@ -246,6 +252,10 @@ def pretrain(logdir, num_classes=gin.REQUIRED, train_pattern=gin.REQUIRED, train
       the TF1-named export (`LOGDIR/tf1/model.ckpt`, see `tf1_checkpoint_path`), and
       `val_accuracy` when `val_pattern` is given.
     """
+    config_lib.check_int("pretrain.num_classes", num_classes, minimum=2)
+    config_lib.check_int("pretrain.batch_size", batch_size, minimum=1)
+    config_lib.check_size("pretrain.crop_size", crop_size, minimum=MIN_CROP_SIZE)
+    config_lib.check_number("pretrain.weight_decay", weight_decay, minimum=0)
     task = PretrainingTask(num_classes, batch_size, crop_size, train_pattern, train_split, loss,
                            weight_decay)
     options = loop.LoopOptions(
@@ -254,6 +264,7 @@ def pretrain(logdir, num_classes=gin.REQUIRED, train_pattern=gin.REQUIRED, train
         max_to_keep=max_to_keep, init_checkpoint=init_checkpoint, seed=seed,
         deterministic=deterministic, mixed_precision_policy=mixed_precision_policy,
         steps_per_run=steps_per_run, strategy=strategy)
+    loop.check_options(options, "pretrain")
     result = loop.run(task, logdir, options)
     if not result["finished"] or not result["chief"]:
         return result

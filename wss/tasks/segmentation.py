@@ -54,11 +54,11 @@ class SegmentationTask(Task):
         self.labelled_batch_size = labelled_batch_size
         self.unlabelled_batch_size = unlabelled_batch_size
         self.crop_size = crop_size
-        self.labelled_spec = pipeline.DatasetSpec(labelled_pattern, labelled_split)
+        self.labelled_spec = pipeline.make_spec(labelled_pattern, labelled_split)
         self.unlabelled_spec = None
         if mode != "supervised":
             same_records = unlabelled_pattern == labelled_pattern and not unlabelled_split
-            self.unlabelled_spec = pipeline.DatasetSpec(
+            self.unlabelled_spec = pipeline.make_spec(
                 unlabelled_pattern, unlabelled_split,
                 exclude_file=labelled_split if same_records else None)
         self.palette = visualize.get_palette(palette)
@@ -69,7 +69,19 @@ class SegmentationTask(Task):
     def semi(self):
         return self.mode != "supervised"
 
+    def check_splits(self):
+        """Prints the number of labelled, unlabelled and eval images; fails on bad splits.
+
+        See `wss.data.hygiene.check_splits` (gin: `check_splits.allow_overlap`).
+        """
+        from wss import evaluation
+        from wss.data import hygiene
+
+        return hygiene.check_splits(self.labelled_spec, self.unlabelled_spec,
+                                    evaluation.configured_eval_spec())
+
     def make_streams(self, strategy, seed, skip_batches):
+        self.check_splits()
         num_replicas = strategy.num_replicas_in_sync
         streams = {"labelled": pipeline.make_distributed(
             strategy, pipeline.labelled_dataset, spec=self.labelled_spec,
@@ -82,6 +94,12 @@ class SegmentationTask(Task):
                 num_classes=self.num_classes, crop_size=self.crop_size,
                 seed=None if seed is None else seed + 1, skip_batches=skip_batches)
         return streams
+
+    def input_specs(self):
+        specs = {"labelled": (self.labelled_spec, self.num_classes)}
+        if self.semi:
+            specs["unlabelled"] = (self.unlabelled_spec, self.num_classes)
+        return specs
 
     def build(self):
         self.model, self.sgc_head = experiment.build_models(num_classes=self.num_classes)

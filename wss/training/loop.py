@@ -7,10 +7,18 @@ runs the task's replica step under `tf.function` until `options.num_steps`.
 
 Checkpoints are written by `tf.train.CheckpointManager`: the data files first, then the small
 `checkpoint` index file, which TensorFlow replaces atomically, so a crash while saving leaves
-the previous checkpoint as the latest. SIGTERM (preemption) saves a checkpoint before exiting.
-A non-finite loss stops training with an error and writes no checkpoint of the broken state.
-Multi-worker runs: only the chief writes the config, the result file and the checkpoints of
-record; other workers save to a private directory that they remove at the end.
+the previous checkpoint as the latest. SIGTERM (preemption) saves a checkpoint before exiting
+(the command-line tools then exit with `PREEMPTED_EXIT_CODE`). A non-finite loss stops
+training with an error and writes no checkpoint of the broken state. Multi-worker runs: only
+the chief writes the config, the result file and the checkpoints of record; other workers save
+to a private directory that they remove at the end.
+
+Reliability (docs/reliability.md): a run holds its directory's lock (`rundir.LogdirLock`) from
+before it reads anything there until it returns, so a second trainer fails at once naming the
+holder; it first removes the temporaries of interrupted saves, resumes from the newest
+checkpoint that reads in full (`checkpointing.newest_intact_checkpoint`), fails naming the
+configuration when a checkpoint does not fit the model, writes run files by temp-and-rename,
+and turns anonymous input errors into ones that name the stream, file and record.
 """
 
 import dataclasses
@@ -30,10 +38,14 @@ from absl import logging
 
 from wss import optim
 from wss import strategy as strategy_lib
+from wss.training import checkpointing, rundir
 
 CONFIG_FILENAME = "config.gin"
 OPERATIVE_CONFIG_FILENAME = "operative_config.gin"
 RESULT_FILENAME = "train_result.json"
+# Exit status of `wss.train` / `wss.pretrain` after a SIGTERM (preemption) that saved a
+# checkpoint: sysexits.h's EX_TEMPFAIL, "try again later". Rerunning the command resumes.
+PREEMPTED_EXIT_CODE = 75
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -145,8 +157,7 @@ def _write_worker_result(logdir, strategy, step, variables):
     directory = os.path.join(logdir, "worker_results")
     tf.io.gfile.makedirs(directory)
     path = os.path.join(directory, f"{resolver.task_type}_{resolver.task_id}.json")
-    with tf.io.gfile.GFile(path, "w") as f:
-        json.dump(result, f, indent=2)
+    rundir.write_atomic(path, json.dumps(result, indent=2))
 
 
 def _step_of(optimizer):
@@ -165,8 +176,7 @@ def _format_eta(seconds):
 
 
 def _write_text(path, text):
-    with tf.io.gfile.GFile(path, "w") as f:
-        f.write(text)
+    rundir.write_atomic(path, text)
 
 
 def _make_step_function(task, strategy, optimizer):
@@ -229,14 +239,64 @@ class _Progress:
                 self.task.write_image_summaries(images)
 
 
-def _restore_or_warm_start(task, manager, optimizer, init_checkpoint):
-    """Resumes from the latest checkpoint, or warm-starts the task, or does nothing."""
-    if manager.latest_checkpoint:
-        restored = manager.restore_or_initialize()
-        print(f"Resumed from {restored} (step {_step_of(optimizer)})", flush=True)
+def _restore_or_warm_start(task, checkpoint, resume_path, optimizer, init_checkpoint, logdir):
+    """Resumes from `resume_path`, or warm-starts the task, or does nothing."""
+    if resume_path:
+        hint = f"see {os.path.join(logdir, CONFIG_FILENAME)}"
+        checkpointing.restore_checkpoint(checkpoint, resume_path, config_hint=hint)
+        print(f"Resumed from {resume_path} (step {_step_of(optimizer)})", flush=True)
     elif init_checkpoint:
         summary = task.warm_start(init_checkpoint)
         print(f"Warm start from {init_checkpoint}: {summary}", flush=True)
+
+
+def check_options(options, scope):
+    """Validates `LoopOptions` read from gin, naming the binding `scope.field` at fault.
+
+    Raises:
+      ValueError: for a count that is not a positive integer (`image_summary_every` may be 0,
+        `steps_per_run` and `seed` None).
+    """
+    from wss import config as config_lib
+
+    for field in ("num_steps", "log_every", "summary_every", "checkpoint_every", "max_to_keep"):
+        config_lib.check_int(f"{scope}.{field}", getattr(options, field), minimum=1)
+    config_lib.check_int(f"{scope}.image_summary_every", options.image_summary_every, 0)
+    if options.steps_per_run is not None:
+        config_lib.check_int(f"{scope}.steps_per_run", options.steps_per_run, minimum=1)
+    if options.seed is not None:
+        config_lib.check_int(f"{scope}.seed", options.seed, minimum=0)
+
+
+def _check_inputs(task):
+    """Fails naming the stream when one has no record at all."""
+    from wss.data import pipeline
+
+    for name, (spec, num_classes) in task.input_specs().items():
+        pipeline.check_stream_not_empty(name, spec, num_classes)
+
+
+def _next_step(step_function, iterators, with_images, task):
+    """Runs one step; an input error is re-raised naming the stream, file and record."""
+    try:
+        return step_function(iterators, with_images)
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
+            tf.errors.OutOfRangeError) as error:
+        specs = task.input_specs()
+        if specs and (isinstance(error, tf.errors.DataLossError) or _from_input(error)):
+            from wss.data import pipeline
+
+            print(f"Input error ({type(error).__name__}); re-reading the records to find the "
+                  "culprit", flush=True)
+            pipeline.locate_input_error(specs, error)
+        raise
+
+
+def _from_input(error):
+    """Whether an op error was raised by the input pipeline (not by the model)."""
+    text = f"{error.message} {getattr(error, 'op', None) and error.op.name}"
+    return isinstance(error, tf.errors.OutOfRangeError) or "IteratorGetNext" in text or (
+        "Record " in error.message)
 
 
 def _check_finite(step, losses, manager):
@@ -262,6 +322,10 @@ def run(task, logdir, options):
     Raises:
       NonFiniteLossError: if a loss becomes NaN or infinite.
       ValueError / FileNotFoundError: for bad configuration, before any training step.
+      rundir.LogdirLockedError: when another process trains into `logdir`.
+      checkpointing.CheckpointError: when no listed checkpoint is intact, or the newest does
+        not fit the model (`CheckpointMismatchError`).
+      wss.data.records.RecordError: naming the file and record of an unreadable record.
     """
     previous_policy = keras.mixed_precision.global_policy()
     iterators = {}
@@ -273,39 +337,46 @@ def run(task, logdir, options):
         if options.deterministic:
             tf.config.experimental.enable_op_determinism()
         strategy = options.strategy or strategy_lib.make_strategy()
-        tf.io.gfile.makedirs(logdir)
         save_dir = _worker_dir(logdir, strategy)
-        # Distributed iterators cannot be checkpointed; with a seed the streams are a pure
-        # function of their position, so a resumed run skips the batches it trained on.
-        resume_step = _checkpoint_step(tf.train.latest_checkpoint(save_dir))
-        streams = task.make_streams(strategy, options.seed,
-                                    resume_step if options.seed is not None else 0)
-        iterators = {name: iter(stream) for name, stream in streams.items()}
-        with strategy.scope():
-            task.build()
-            optimizer = optim.make_optimizer(options.num_steps)
-            optimizer.build(task.trainable_variables)
-        checkpoint = tf.train.Checkpoint(optimizer=optimizer, **task.checkpoint_objects())
-        manager = tf.train.CheckpointManager(checkpoint, save_dir,
-                                             max_to_keep=options.max_to_keep)
-        _restore_or_warm_start(task, manager, optimizer, options.init_checkpoint)
-        if is_chief(strategy):
-            _write_text(os.path.join(logdir, CONFIG_FILENAME), gin.config_str())
-        result = _train_steps(task, strategy, optimizer, manager, iterators, logdir, save_dir,
-                              options)
-        if is_chief(strategy):
-            _write_text(os.path.join(logdir, OPERATIVE_CONFIG_FILENAME),
-                        gin.operative_config_str())
-            _write_text(os.path.join(logdir, RESULT_FILENAME), json.dumps(result, indent=2))
-        if save_dir != logdir:  # Non-chief workers remove their private copies.
-            tf.io.gfile.rmtree(save_dir)
-        _write_worker_result(logdir, strategy, result["step"], task.variables)
-        return result
+        with rundir.LogdirLock(save_dir):
+            return _run_locked(task, logdir, save_dir, strategy, options, iterators)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
         # Also on errors, whose traceback keeps this frame: free the input pipelines now
         # rather than at interpreter exit, where each waits for its autotuning thread.
         iterators.clear()
+
+
+def _run_locked(task, logdir, save_dir, strategy, options, iterators):
+    """`run` once it holds the lock of `save_dir`; fills `iterators` (cleared by `run`)."""
+    rundir.remove_stale_temporaries(save_dir)
+    resume_path = checkpointing.newest_intact_checkpoint(save_dir)
+    # Distributed iterators cannot be checkpointed; with a seed the streams are a pure
+    # function of their position, so a resumed run skips the batches it trained on.
+    resume_step = _checkpoint_step(resume_path)
+    streams = task.make_streams(strategy, options.seed,
+                                resume_step if options.seed is not None else 0)
+    _check_inputs(task)
+    iterators.update({name: iter(stream) for name, stream in streams.items()})
+    with strategy.scope():
+        task.build()
+        optimizer = optim.make_optimizer(options.num_steps)
+        optimizer.build(task.trainable_variables)
+    checkpoint = tf.train.Checkpoint(optimizer=optimizer, **task.checkpoint_objects())
+    manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=options.max_to_keep)
+    _restore_or_warm_start(task, checkpoint, resume_path, optimizer, options.init_checkpoint,
+                           logdir)
+    if is_chief(strategy):
+        _write_text(os.path.join(logdir, CONFIG_FILENAME), gin.config_str())
+    result = _train_steps(task, strategy, optimizer, manager, iterators, logdir, save_dir,
+                          options)
+    if is_chief(strategy):
+        _write_text(os.path.join(logdir, OPERATIVE_CONFIG_FILENAME), gin.operative_config_str())
+        _write_text(os.path.join(logdir, RESULT_FILENAME), json.dumps(result, indent=2))
+    if save_dir != logdir:  # Non-chief workers remove their private copies.
+        tf.io.gfile.rmtree(save_dir)
+    _write_worker_result(logdir, strategy, result["step"], task.variables)
+    return result
 
 
 def _train_steps(task, strategy, optimizer, manager, iterators, logdir, save_dir, options):
@@ -326,7 +397,7 @@ def _train_steps(task, strategy, optimizer, manager, iterators, logdir, save_dir
         while step < stop_step:
             every = options.image_summary_every
             with_images = bool(every) and (step + 1) % every == 0
-            named, stats, images = step_function(iterators, with_images)
+            named, stats, images = _next_step(step_function, iterators, with_images, task)
             previous_step, step = step, _step_of(optimizer)
             losses = {k: float(v) for k, v in named.items()}
             _check_finite(step, losses, manager)

@@ -7,7 +7,7 @@ and which of its objects a checkpoint holds. The loop (`wss.training.loop.run`) 
 Call order, all by the loop:
 
 1. `make_streams(strategy, seed, skip_batches)`, before any model work, so that a missing
-   file or split fails fast;
+   file or split fails fast; `input_specs()` then, to check that no stream is empty;
 2. `build()` inside `strategy.scope()`, then `trainable_variables` to build the optimizer;
 3. `checkpoint_objects()` once, for the checkpoint; `warm_start(path)` when the log directory
    has no checkpoint yet and an initial checkpoint is given;
@@ -113,6 +113,14 @@ class Task(abc.ABC):
         Returns:
           A `StepOutput`.
         """
+
+    def input_specs(self) -> Dict[str, tuple]:
+        """Stream name -> (`wss.data.pipeline.DatasetSpec`, num_classes or None).
+
+        The loop checks before training that no stream is empty, and after an input error it
+        re-reads these records to name the file and record at fault. Default: none.
+        """
+        return {}
 
     def write_scalar_summaries(self, stats: Mapping[str, float]) -> None:
         """Writes task-specific scalars from the accumulated `stats` (default: nothing)."""

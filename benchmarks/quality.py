@@ -1,0 +1,207 @@
+"""Quality benchmark: the demo's methods on the built-in synthetic sets, over seeds.
+
+Runs `python -m wss.train` for every (dataset, method, seed) cell, with the demo configs and
+nothing else than the bindings a user of another dataset would give (data directory, number
+of classes, class names, split files, crop size), skips cells that already finished, and
+writes a markdown report with the validation mIoU (mean and min-max over seeds), the share of
+the gap between supervised 1/16 and supervised with all labels that each method closes, and
+the expected calibration error of the decoder, SGC and fused pseudo labels.
+
+    python benchmarks/quality.py --root_dir=runs/quality [--datasets=shapes,random_colours]
+        [--methods=supervised_1_16,...] [--seeds=0,1,2] [--parallel=2] [--report_only]
+
+Every cell's command is printed before it runs and stored in its log directory
+(`command.txt`), so each figure of the report can be reproduced alone.
+"""
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+DATASETS = {
+    # The demo's own set: demo.gin as it is.
+    "shapes": [],
+    # The second set: random colours per object, other shapes, 64 x 64 images.
+    "random_colours": [
+        "DATA_DIR = @synthetic_dataset_dir()",
+        "synthetic_dataset_dir.variant = 'random_colours'",
+        "NUM_CLASSES = 9",
+        "evaluate_checkpoint.class_names = ('background', 'hexagon_stripes', 'hexagon_dots', "
+        "'star_stripes', 'star_dots', 'ellipse_stripes', 'ellipse_dots', 'crescent_stripes', "
+        "'crescent_dots')",
+        "train.crop_size = (65, 65)",
+    ],
+}
+
+METHODS = {
+    "supervised_1_16": ("demo_supervised.gin", []),
+    "supervised_all": ("demo_supervised.gin", ["labelled_split/join_path.name = 'train.txt'"]),
+    "pseudoseg": ("demo.gin", []),
+    "pseudoseg_image_labels": ("demo_weak.gin", []),
+    "decoder_only": ("demo.gin", ["make_pseudo_labels.source = 'decoder'"]),
+    "sgc_only": ("demo.gin", ["make_pseudo_labels.source = 'sgc'"]),
+}
+
+REPORT_ROWS = (
+    ("supervised_1_16", "supervised, 1/16 of the labels"),
+    ("supervised_all", "supervised, all labels"),
+    ("pseudoseg", "PseudoSeg, 1/16 + unlabelled images (fusion)"),
+    ("pseudoseg_image_labels", "PseudoSeg, 1/16 + image-level labels"),
+    ("decoder_only", "pseudo labels from the decoder only"),
+    ("sgc_only", "pseudo labels from SGC only"),
+)
+
+
+def cell_dir(root, dataset, method, seed):
+    return os.path.join(root, dataset, method, f"seed_{seed}")
+
+
+def command(root, dataset, method, seed):
+    gin_file, bindings = METHODS[method]
+    bindings = DATASETS[dataset] + bindings + [f"train.seed = {seed}",
+                                               "after_training.export = False"]
+    return [sys.executable, "-m", "wss.train", f"--gin_file={gin_file}",
+            f"--logdir={cell_dir(root, dataset, method, seed)}"] + [
+        f"--gin_bindings={b}" for b in bindings]
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def cell_result(root, dataset, method, seed):
+    """The finished cell's figures, or None: mIoU, seconds, pseudo-label ECE and accuracy."""
+    directory = cell_dir(root, dataset, method, seed)
+    train = _read_json(os.path.join(directory, "train_result.json"))
+    if not train or not train.get("finished"):
+        return None
+    evaluation = _read_json(os.path.join(directory, f"ckpt-{train['step']}.eval.json"))
+    if not evaluation:
+        return None
+    result = {"miou": evaluation["miou"], "seconds": train.get("seconds")}
+    result.update(train.get("pseudo_labels", {}))
+    return result
+
+
+def run_cells(cells, root, parallel):
+    """Runs the unfinished cells, `parallel` at a time; returns the failed ones."""
+    pending = [c for c in cells if cell_result(root, *c) is None]
+    running, failed = [], []
+    while pending or running:
+        while pending and len(running) < parallel:
+            cell = pending.pop(0)
+            directory = cell_dir(root, *cell)
+            os.makedirs(directory, exist_ok=True)
+            argv = command(root, *cell)
+            text = " ".join(shlex.quote(a) for a in argv)
+            with open(os.path.join(directory, "command.txt"), "w") as f:
+                f.write(text + "\n")
+            print(f"[run] {text}", flush=True)
+            log = open(os.path.join(directory, "log.txt"), "w")
+            running.append((cell, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT),
+                            log, time.time()))
+        time.sleep(2)
+        for item in list(running):
+            cell, process, log, start = item
+            if process.poll() is None:
+                continue
+            log.close()
+            running.remove(item)
+            status = "done" if process.returncode == 0 else f"FAILED ({process.returncode})"
+            print(f"[{status}] {'/'.join(map(str, cell))} in {time.time() - start:.0f} s",
+                  flush=True)
+            if process.returncode != 0:
+                failed.append(cell)
+    return failed
+
+
+def _stats(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return float(np.mean(values)), float(np.min(values)), float(np.max(values)), len(values)
+
+
+def _fmt(stats, scale=100.0, digits=2):
+    if stats is None:
+        return "-"
+    mean, low, high, n = stats
+    text = f"{mean * scale:.{digits}f}"
+    if n > 1:
+        text += f" ({low * scale:.{digits}f}-{high * scale:.{digits}f})"
+    return text
+
+
+def report(root, datasets, methods, seeds):
+    """The markdown report of the finished cells."""
+    lines = ["# Quality on the built-in synthetic sets", "",
+             f"Seeds {', '.join(map(str, seeds))}; validation mIoU in %, mean (min-max); "
+             "'gap closed' is (method - supervised 1/16) / (supervised all - supervised 1/16) "
+             "of the means.", ""]
+    for dataset in datasets:
+        results = {m: [cell_result(root, dataset, m, s) for s in seeds] for m in methods}
+        miou = {m: _stats([r and r["miou"] for r in rs]) for m, rs in results.items()}
+        low = miou.get("supervised_1_16")
+        high = miou.get("supervised_all")
+        lines += [f"## {dataset}", "",
+                  "| method | mIoU | gap closed | ECE decoder | ECE SGC | ECE fused | runs |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for method, title in REPORT_ROWS:
+            if method not in methods:
+                continue
+            stats = miou[method]
+            gap = "-"
+            if stats and low and high and high[0] > low[0]:
+                gap = f"{(stats[0] - low[0]) / (high[0] - low[0]) * 100:.0f}%"
+            ece = [_fmt(_stats([r and r.get(f"ece_{k}") for r in results[method]]), 100, 1)
+                   for k in ("decoder", "sgc", "fused")]
+            count = stats[3] if stats else 0
+            lines.append(f"| {title} | {_fmt(stats)} | {gap} | {' | '.join(ece)} | "
+                         f"{count}/{len(seeds)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root_dir", default="runs/quality")
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--report_only", action="store_true")
+    args = parser.parse_args(argv)
+    datasets = [d for d in args.datasets.split(",") if d]
+    methods = [m for m in args.methods.split(",") if m]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    for name, known in (("dataset", DATASETS), ("method", METHODS)):
+        unknown = [x for x in (datasets if name == "dataset" else methods) if x not in known]
+        if unknown:
+            parser.error(f"unknown --{name}s {unknown}; choose from {sorted(known)}")
+    failed = []
+    if not args.report_only:
+        cells = [(d, m, s) for d in datasets for s in seeds for m in methods]
+        failed = run_cells(cells, args.root_dir, args.parallel)
+    text = report(args.root_dir, datasets, methods, seeds)
+    os.makedirs(args.root_dir, exist_ok=True)
+    with open(os.path.join(args.root_dir, "report.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+    if failed:
+        print(f"{len(failed)} cell(s) failed: {failed}; see their log.txt", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
