@@ -147,3 +147,44 @@ def test_mixed_precision_inputs():
     out = pseudo_labels.calibrated_fusion(tf.cast(decoder, tf.float16), tf.cast(sgc, tf.float16))
     assert out.dtype == tf.float32
     np.testing.assert_allclose(out.numpy(), np_fusion(decoder, sgc), atol=2e-2)
+
+
+def test_restrict_to_image_labels_matches_numpy():
+    rng = np.random.default_rng(3)
+    probs = rng.random((3, 3, 4, 5))
+    probs /= probs.sum(-1, keepdims=True)
+    labels = np.array([[1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 0]], np.float32)
+    probs[1, 0, 0] = [0.3, 0.2, 0.0, 0.4, 0.1]  # No mass on the present class 2.
+    out = pseudo_labels.restrict_to_classes(probs, labels).numpy()
+    expected = np.zeros_like(probs)
+    for b in range(3):
+        present = np.nonzero(labels[b])[0] + 1
+        for i in range(3):
+            for j in range(4):
+                p = probs[b, i, j]
+                if not len(present):
+                    expected[b, i, j, 0] = 1.0
+                    continue
+                expected[b, i, j, 0] = p[0]
+                mass = p[present]
+                share = mass / mass.sum() if mass.sum() > 0 else np.full(len(present),
+                                                                          1 / len(present))
+                expected[b, i, j, present] = (1 - p[0]) * share
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out.sum(-1), 1.0, rtol=1e-5)
+    # The foreground / background split of an image with present classes is unchanged.
+    np.testing.assert_allclose(out[:2, ..., 0], probs[:2, ..., 0], rtol=1e-6)
+    targets, _, distribution = pseudo_labels.make_pseudo_labels(
+        np.log(probs + 1e-9), source="decoder", temperature=0.5, image_labels=labels,
+        restrict_to_image_labels=True, return_distribution=True)
+    np.testing.assert_allclose(distribution, probs, rtol=1e-4, atol=1e-6)  # Unrestricted.
+    sharpened = pseudo_labels.sharpen(probs, 0.5)
+    np.testing.assert_allclose(targets, pseudo_labels.restrict_to_classes(sharpened, labels),
+                               rtol=1e-4, atol=1e-6)
+    assert np.all(targets.numpy()[..., 3] == 0)  # Class 3 is absent from every image.
+    hard, _ = pseudo_labels.make_pseudo_labels(
+        np.log(probs + 1e-9), source="decoder", soft=False, image_labels=labels,
+        restrict_to_image_labels=True)
+    np.testing.assert_array_equal(np.argmax(hard, -1), np.argmax(expected, -1))
+    with pytest.raises(ValueError, match="needs image_labels"):
+        pseudo_labels.make_pseudo_labels(probs, source="decoder", restrict_to_image_labels=True)

@@ -106,6 +106,11 @@ def test_modes_run_on_two_replicas_with_finite_losses(tiny_data, tmp_path, mode,
     assert expected <= set(result)
     for key in expected:
         assert np.isfinite(result[key]), (key, result[key])
+    assert result["seconds"] > 0
+    if mode != "supervised":  # The unlabelled records have masks: pseudo labels are scored.
+        quality = result["pseudo_labels"]
+        assert set(quality) == {"confidence", "accuracy", "ece_decoder", "ece_sgc", "ece_fused"}
+        assert all(0 <= value <= 1 for value in quality.values()), quality
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
     assert os.path.exists(tmp_path / experiment.CONFIG_FILENAME)
 

@@ -25,8 +25,7 @@ import gin
 import tensorflow as tf
 
 from wss import resize
-
-IGNORE_LABEL = 255
+from wss.data.records import IGNORE_LABEL
 
 
 def _div_maybe_zero(total, count):

@@ -1,8 +1,8 @@
 """Segmentation and calibration metrics: confusion matrix, IoU, ECE, reliability data.
 
-* Confusion matrix: `confusion_matrix(labels, predictions, num_classes)` for one batch and
-  `StreamingConfusionMatrix` to accumulate over a dataset (rows = ground truth, columns =
-  prediction); pixels labelled `ignore_label` (255) are skipped.
+* Confusion matrix: `confusion_matrix(labels, predictions, num_classes)` for one batch (rows =
+  ground truth, columns = prediction; sum them over a dataset, as `wss.evaluation` does);
+  pixels labelled `ignore_label` (255) are skipped.
 * `per_class_iou` / `mean_iou`: `IoU_c = TP_c / (TP_c + FP_c + FN_c)`; classes that appear
   neither in the labels nor in the predictions have no IoU and are left out of the mean (NaN in
   the per-class vector).
@@ -17,7 +17,7 @@
 import numpy as np
 import tensorflow as tf
 
-IGNORE_LABEL = 255
+from wss.data.records import IGNORE_LABEL
 
 
 def _flatten_valid(labels, ignore_label):
@@ -45,47 +45,6 @@ def confusion_matrix(labels, predictions, num_classes, ignore_label=IGNORE_LABEL
     counts = tf.math.bincount(indices, minlength=num_classes * num_classes,
                               maxlength=num_classes * num_classes, dtype=tf.int64)
     return tf.reshape(counts, [num_classes, num_classes])
-
-
-class StreamingConfusionMatrix:
-    """Accumulates a confusion matrix over batches (numpy int64 state, host side)."""
-
-    def __init__(self, num_classes, ignore_label=IGNORE_LABEL):
-        """Creates an empty matrix.
-
-        Args:
-          num_classes: number of classes `C`.
-          ignore_label: label value to skip.
-        """
-        self.num_classes = num_classes
-        self.ignore_label = ignore_label
-        self.reset()
-
-    def reset(self):
-        """Clears the accumulated counts."""
-        self.matrix = np.zeros((self.num_classes, self.num_classes), np.int64)
-
-    def update(self, labels, predictions):
-        """Adds one batch.
-
-        Args:
-          labels: int `[...]` ground truth.
-          predictions: int `[...]` predictions, same shape.
-        """
-        self.matrix += np.asarray(
-            confusion_matrix(labels, predictions, self.num_classes, self.ignore_label))
-
-    def update_from_matrix(self, matrix):
-        """Adds an already computed `[C, C]` matrix (e.g. summed over replicas)."""
-        self.matrix += np.asarray(matrix, np.int64)
-
-    def per_class_iou(self):
-        """Per-class IoU of the accumulated matrix (NaN for absent classes)."""
-        return per_class_iou(self.matrix)
-
-    def mean_iou(self):
-        """Mean IoU over present classes of the accumulated matrix."""
-        return mean_iou(self.matrix)
 
 
 def per_class_iou(matrix):

@@ -29,16 +29,10 @@ import keras
 import tensorflow as tf
 
 from wss import gradcam, losses, metrics, pseudo_labels, sgc
-from wss.resize import downsample_mask, resize_like, spatial_size
+from wss.data.records import IGNORE_LABEL
+from wss.resize import downsample_mask, resize_labels, resize_like, spatial_size
 
 MODES = ("supervised", "semi", "weak")
-
-
-def _nearest_labels(labels, reference):
-    """Nearest-neighbour resize of int labels `[B, H, W]` to `reference`'s spatial size."""
-    size = tf.shape(reference)[1:3]
-    resized = tf.compat.v1.image.resize_nearest_neighbor(labels[..., tf.newaxis], size)
-    return resized[..., 0]
 
 
 @gin.configurable(denylist=["model", "sgc_head", "mode"])
@@ -103,7 +97,8 @@ class PseudoSegObjective:
           batch: an unlabelled or image-labelled batch dict.
 
         Returns:
-          dict with `decoder_logits`, `sgc_logits` (at the decoder resolution), `targets`
+          dict with `decoder_logits`, `sgc_logits` (at the decoder resolution),
+          `distribution` (the fused or single-source distribution before sharpening), `targets`
           and `pixel_weights` (from `make_pseudo_labels`).
         """
         outputs = self.model(batch["image"], training=True)
@@ -116,9 +111,11 @@ class PseudoSegObjective:
             cam_outputs["cls_logits"], known, threshold=self.classifier_threshold)
         sgc_logits = self._sgc(cam_outputs, image_labels, batch["valid"], training=True)
         sgc_logits = tf.stop_gradient(resize_like(sgc_logits, decoder_logits))
-        targets, pixel_weights = pseudo_labels.make_pseudo_labels(decoder_logits, sgc_logits)
+        targets, pixel_weights, distribution = pseudo_labels.make_pseudo_labels(
+            decoder_logits, sgc_logits, return_distribution=True, image_labels=image_labels)
         return {"decoder_logits": decoder_logits, "sgc_logits": sgc_logits,
-                "targets": targets, "pixel_weights": pixel_weights}
+                "distribution": distribution, "targets": targets,
+                "pixel_weights": pixel_weights}
 
     def compute_losses(self, labelled, unlabelled=None, pseudo=None):
         """The losses of one replica, to be called inside a gradient tape.
@@ -184,17 +181,23 @@ class PseudoSegObjective:
     def diagnostics(self, unlabelled, pseudo):
         """Pseudo-label quality against the masks of the unlabelled stream, where it has them.
 
+        Calibration is measured on the three distributions of paper figure 5a: the decoder's
+        softmax, the SGC head's softmax and the pseudo-label distribution before sharpening
+        (`fused`: the calibrated fusion, or the single source of an ablation); confidence and
+        accuracy on the final (sharpened) targets.
+
         Returns:
           dict of additive statistics (sum them over replicas): reliability bins of the decoder,
-          SGC and fused labels, pixel counts of correct pseudo labels, and the summed confidence.
+          SGC and fused distributions, pixel counts of correct pseudo labels, and the summed
+          confidence of the targets.
         """
-        labels = _nearest_labels(unlabelled["label"], pseudo["decoder_logits"])
-        valid = tf.cast(tf.not_equal(labels, 255), tf.float32)
+        labels = resize_labels(unlabelled["label"], spatial_size(pseudo["decoder_logits"]))
+        valid = tf.cast(tf.not_equal(labels, IGNORE_LABEL), tf.float32)
         fused = pseudo["targets"]
         stats = {}
         for name, probs in (("decoder", tf.nn.softmax(pseudo["decoder_logits"])),
                             ("sgc", tf.nn.softmax(pseudo["sgc_logits"])),
-                            ("fused", fused)):
+                            ("fused", pseudo["distribution"])):
             data = metrics.reliability_data(probs, labels, num_bins=self.num_bins)
             for key in ("count", "correct", "confidence_sum"):
                 stats[f"{name}_{key}"] = data[key]

@@ -101,6 +101,35 @@ def calibrated_fusion(decoder_logits, sgc_logits, gamma=0.5, temperature=0.5, no
     return tf.stop_gradient(sharpen(fused, temperature))
 
 
+def restrict_to_classes(probs, image_labels):
+    """Moves the foreground mass of absent classes to the present ones; background is kept.
+
+    With `b` the background probability and `q_c = p_c [c present]`, the foreground classes
+    get `(1 - b) q_c / sum_c q_c` (the present classes' share of the foreground mass; evenly
+    among them when they have none), so the foreground / background decision is unchanged
+    and only the class identity is constrained. An image without present classes becomes
+    all background.
+
+    Args:
+      probs: `[B, H, W, C]` distributions (channel 0 is background).
+      image_labels: `[B, C - 1]` multi-hot labels of the foreground classes present.
+
+    Returns:
+      float32 `[B, H, W, C]`.
+    """
+    probs = tf.cast(probs, tf.float32)
+    labels = tf.cast(image_labels, tf.float32)[:, None, None, :]
+    background = probs[..., :1]
+    kept = probs[..., 1:] * labels
+    total = tf.reduce_sum(kept, axis=-1, keepdims=True)
+    count = tf.reduce_sum(labels, axis=-1, keepdims=True)
+    share = tf.where(total > 0, tf.math.divide_no_nan(kept, total),
+                     labels / tf.maximum(count, 1.0))
+    foreground = (1.0 - background) * share
+    background = tf.where(count > 0, background, tf.ones_like(background))
+    return tf.concat([background, foreground], axis=-1)
+
+
 @gin.configurable
 def make_pseudo_labels(
     decoder_logits,
@@ -111,6 +140,9 @@ def make_pseudo_labels(
     temperature=0.5,
     soft=True,
     threshold=0.0,
+    return_distribution=False,
+    image_labels=None,
+    restrict_to_image_labels=False,
 ):
     """Pseudo labels and per-pixel weights for the unlabelled loss, with ablation switches.
 
@@ -126,10 +158,22 @@ def make_pseudo_labels(
       soft: soft (sharpened probabilities) or hard (one-hot argmax) labels.
       threshold: if > 0, pixels whose confidence (max probability, after sharpening for soft
         labels, as in the reference) is below it get weight 0.
+      image_labels: optional `[B, C - 1]` multi-hot labels of the classes present (ground truth
+        with image-level labels, else the classifier's predictions): the labels that select
+        the Grad-CAM classes.
+      restrict_to_image_labels: give the foreground mass of the classes that `image_labels`
+        marks absent to the present ones (`restrict_to_classes`), in the sharpened soft target
+        (or, for hard labels, before the argmax), as the CAMs of absent classes are zeroed: an
+        extension of the paper's rule from the SGC branch to the pseudo label; background is
+        untouched. The returned distribution is not restricted.
+      return_distribution: also return the distribution before sharpening (the calibrated
+        fusion itself, or the single source's softmax), whose calibration the diagnostics
+        measure.
 
     Returns:
       (targets, weights): float32 `[B, H, W, C]` target distributions (one-hot when hard) and
-      float32 `[B, H, W]` pixel weights in {0, 1}, both under stop-gradient.
+      float32 `[B, H, W]` pixel weights in {0, 1}, both under stop-gradient; with
+      `return_distribution`, a third element, the `[B, H, W, C]` distribution.
 
     Raises:
       ValueError: on an unknown source or a missing `sgc_logits`.
@@ -151,14 +195,24 @@ def make_pseudo_labels(
         probs = tf.nn.softmax(decoder_logits, axis=-1)
     else:
         probs = tf.nn.softmax(sgc_logits, axis=-1)
+    if restrict_to_image_labels and image_labels is None:
+        raise ValueError("restrict_to_image_labels=True needs image_labels.")
 
     if soft:
+        # Restricting after sharpening keeps the (sharpened) background / foreground decision:
+        # before it, the flat calibrated fusion would hand most pixels to foreground.
         targets = sharpen(probs, temperature)
+        if restrict_to_image_labels:
+            targets = restrict_to_classes(targets, image_labels)
     else:
+        if restrict_to_image_labels:
+            probs = restrict_to_classes(probs, image_labels)
         targets = tf.one_hot(tf.argmax(probs, axis=-1), tf.shape(probs)[-1], dtype=tf.float32)
     confidence = tf.reduce_max(targets if soft else probs, axis=-1)
     if threshold > 0:
         weights = tf.cast(confidence >= threshold, tf.float32)
     else:
         weights = tf.ones_like(confidence)
+    if return_distribution:
+        return tf.stop_gradient(targets), tf.stop_gradient(weights), tf.stop_gradient(probs)
     return tf.stop_gradient(targets), tf.stop_gradient(weights)

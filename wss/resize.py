@@ -91,3 +91,21 @@ def downsample_mask(mask, size, align_corners=True):
     out = tf.raw_ops.ResizeNearestNeighbor(
         images=mask, size=size, align_corners=align_corners, half_pixel_centers=False)
     return out[..., 0]
+
+
+def resize_labels(labels, size):
+    """Nearest-neighbour resize of integer labels `[B, H, W]` to `size` (TF1's default
+    alignment, `align_corners=False`, as the reference resized its masks).
+
+    Args:
+      labels: int `[B, H, W]` class ids.
+      size: `(height, width)` of the output.
+
+    Returns:
+      int32 `[B, height, width]`.
+    """
+    labels = tf.cast(labels, tf.int32)[..., tf.newaxis]
+    size = tf.cast(tf.stack([size[0], size[1]]), tf.int32)
+    out = tf.raw_ops.ResizeNearestNeighbor(images=labels, size=size, align_corners=False,
+                                           half_pixel_centers=False)
+    return out[..., 0]

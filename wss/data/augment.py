@@ -35,8 +35,9 @@ from typing import Dict, Sequence, Tuple
 import gin
 import tensorflow as tf
 
+from wss.data.records import IGNORE_LABEL
+
 MEAN_PIXEL = 127.5
-IGNORE_LABEL = 255
 
 
 def _split(seed: tf.Tensor, num: int):

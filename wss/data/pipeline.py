@@ -29,7 +29,7 @@ record. Records are never skipped silently.
 
 import dataclasses
 import functools
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Optional, Sequence, Tuple, Union
 
 import gin
 import tensorflow as tf
@@ -601,8 +601,6 @@ def batch_keys(stream: str) -> Tuple[str, ...]:
     base = ("image", "label", "valid", "class_labels", "has_mask", "filename")
     return base + ("strong", "strong_valid") if stream == "unlabelled" else base
 
-
-Batch = Dict[str, tf.Tensor]
 
 
 def describe_spec(spec: SpecLike) -> str:

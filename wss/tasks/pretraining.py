@@ -168,6 +168,11 @@ class PretrainingTask(Task):
         if stats.get("positives", 0) > 0:
             tf.summary.scalar("accuracy/train", stats["hits"] / stats["positives"])
 
+    def run_summary(self, stats):
+        if stats.get("positives", 0) > 0:
+            return {"train_accuracy": float(stats["hits"] / stats["positives"])}
+        return {}
+
     def write_image_summaries(self, images):
         for key, value in images.items():
             tf.summary.image(key, tf.cast(tf.clip_by_value(value, 0, 255), tf.uint8))

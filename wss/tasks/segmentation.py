@@ -137,18 +137,14 @@ class SegmentationTask(Task):
 
     def write_scalar_summaries(self, stats):
         """Pseudo-label confidence, accuracy against masks and ECE of decoder / SGC / fusion."""
-        pixels = stats.get("pseudo_pixels", 0.0)
-        if pixels > 0:
-            tf.summary.scalar("pseudo_labels/confidence",
-                              stats["pseudo_confidence_sum"] / pixels)
-        labelled = stats.get("pseudo_labelled_pixels", 0.0)
-        if labelled > 0:
-            tf.summary.scalar("pseudo_labels/accuracy", stats["pseudo_correct"] / labelled)
-            for name in ("decoder", "sgc", "fused"):
-                ece = metrics.ece_from_reliability(stats[f"{name}_count"],
-                                                   stats[f"{name}_correct"],
-                                                   stats[f"{name}_confidence_sum"])
-                tf.summary.scalar(f"calibration/ece_{name}", ece)
+        for name, value in pseudo_label_quality(stats).items():
+            tf.summary.scalar(("calibration/" if name.startswith("ece") else "pseudo_labels/")
+                              + name, value)
+
+    def run_summary(self, stats):
+        """The pseudo labels' quality over the last quarter of training (`pseudo_labels`)."""
+        quality = pseudo_label_quality(stats)
+        return {"pseudo_labels": quality} if quality else {}
 
     def write_image_summaries(self, images):
         for key, value in images.items():
@@ -157,6 +153,30 @@ class SegmentationTask(Task):
             else:
                 picture = visualize.colorize(value, self.palette)
             tf.summary.image(key, picture, max_outputs=1)
+
+
+def pseudo_label_quality(stats):
+    """Confidence, accuracy against masks and ECE of the pseudo labels from summed stats.
+
+    Args:
+      stats: sums of `PseudoSegObjective.diagnostics` over replicas and steps.
+
+    Returns:
+      dict with `confidence` (mean max probability of the targets), and where the unlabelled
+      records have masks, `accuracy` and `ece_decoder`, `ece_sgc`, `ece_fused` (floats).
+    """
+    quality = {}
+    pixels = stats.get("pseudo_pixels", 0.0)
+    if pixels > 0:
+        quality["confidence"] = float(stats["pseudo_confidence_sum"] / pixels)
+    labelled = stats.get("pseudo_labelled_pixels", 0.0)
+    if labelled > 0:
+        quality["accuracy"] = float(stats["pseudo_correct"] / labelled)
+        for name in ("decoder", "sgc", "fused"):
+            quality[f"ece_{name}"] = float(metrics.ece_from_reliability(
+                stats[f"{name}_count"], stats[f"{name}_correct"],
+                stats[f"{name}_confidence_sum"]))
+    return quality
 
 
 def _summary_images(labelled, unlabelled, pseudo, strong):

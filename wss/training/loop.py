@@ -211,11 +211,17 @@ class _Progress:
         self.last_step, self.last_time = step, self.start_time
         self.global_batch = global_batch
         self.accumulated, self.history = {}, []
+        # Stats of the last quarter of training, for the task's run summary.
+        self.final_from = options.num_steps - max(options.num_steps // 4, 1)
+        self.final = {}
 
     def record(self, step, losses, stats, images):
         """Accumulates stats; logs, summarises and writes images when they are due."""
         for key, value in stats.items():
-            self.accumulated[key] = self.accumulated.get(key, 0.0) + value.numpy()
+            value = value.numpy()
+            self.accumulated[key] = self.accumulated.get(key, 0.0) + value
+            if step > self.final_from:
+                self.final[key] = self.final.get(key, 0.0) + value
         options, num_steps = self.options, self.options.num_steps
         learning_rate = float(self.optimizer.learning_rate)
         if step % options.log_every == 0 or step == num_steps:
@@ -416,6 +422,10 @@ def _train_steps(task, strategy, optimizer, manager, iterators, logdir, save_dir
                                  or not manager.latest_checkpoint.endswith(f"-{step}")):
         manager.save(checkpoint_number=step)
     writer.flush()
-    return dict(losses, step=step, preempted=sigterm.received,
-                finished=step >= options.num_steps, history=progress.history,
-                chief=is_chief(strategy), skipped_updates=skipped_updates)
+    result = dict(losses, step=step, preempted=sigterm.received,
+                  finished=step >= options.num_steps, history=progress.history,
+                  chief=is_chief(strategy), skipped_updates=skipped_updates,
+                  seconds=round(time.time() - progress.start_time, 1))
+    if progress.final:
+        result.update(task.run_summary(progress.final))
+    return result

@@ -14,7 +14,8 @@ Call order, all by the loop:
 4. `replica_step(optimizer, batches, num_replicas, with_images)` inside `strategy.run`, under
    `tf.function`, once per step;
 5. `write_scalar_summaries(stats)` and `write_image_summaries(images)` inside the loop's
-   summary writer.
+   summary writer;
+6. `run_summary(stats)` at the end, for the result file.
 """
 
 import abc
@@ -125,6 +126,19 @@ class Task(abc.ABC):
     def write_scalar_summaries(self, stats: Mapping[str, float]) -> None:
         """Writes task-specific scalars from the accumulated `stats` (default: nothing)."""
         del stats
+
+    def run_summary(self, stats: Mapping[str, float]) -> Dict[str, object]:
+        """Entries for the run's result file from the stats of its last quarter (default none).
+
+        Args:
+          stats: the replica stats summed over the last quarter of `num_steps` (those trained
+            in this invocation).
+
+        Returns:
+          A JSON-serialisable dict merged into `train_result.json`.
+        """
+        del stats
+        return {}
 
     def write_image_summaries(self, images: Mapping[str, tf.Tensor]) -> None:
         """Writes the images of a step that asked for them (default: nothing)."""
