@@ -12,6 +12,11 @@ the expected calibration error of the decoder, SGC and fused pseudo labels.
 
 Every cell's command is printed before it runs and stored in its log directory
 (`command.txt`), so each figure of the report can be reproduced alone.
+
+The self-training cell of a dataset and seed uses the `supervised_1_16` cell of the same
+dataset and seed as its teacher (`TEACHERS`): that cell is added when missing and runs first,
+a student starts only once its teacher has finished, and a student whose teacher failed is
+skipped (and counted as failed).
 """
 
 import argparse
@@ -46,12 +51,18 @@ METHODS = {
     "pseudoseg_image_labels": ("demo_weak.gin", []),
     "decoder_only": ("demo.gin", ["make_pseudo_labels.source = 'decoder'"]),
     "sgc_only": ("demo.gin", ["make_pseudo_labels.source = 'sgc'"]),
+    "self_training": ("demo_self_training.gin", []),
 }
+
+# Method -> the method whose cell (same dataset and seed) is its teacher
+# (`train.teacher_checkpoint` = that cell's log directory).
+TEACHERS = {"self_training": "supervised_1_16"}
 
 REPORT_ROWS = (
     ("supervised_1_16", "supervised, 1/16 of the labels"),
     ("supervised_all", "supervised, all labels"),
     ("pseudoseg", "PseudoSeg, 1/16 + unlabelled images (fusion)"),
+    ("self_training", "self-training (teacher: supervised 1/16)"),
     ("pseudoseg_image_labels", "PseudoSeg, 1/16 + image-level labels"),
     ("decoder_only", "pseudo labels from the decoder only"),
     ("sgc_only", "pseudo labels from SGC only"),
@@ -62,10 +73,33 @@ def cell_dir(root, dataset, method, seed):
     return os.path.join(root, dataset, method, f"seed_{seed}")
 
 
+def teacher_cell(cell):
+    """The (dataset, method, seed) cell whose run teaches `cell`, or None."""
+    dataset, method, seed = cell
+    teacher = TEACHERS.get(method)
+    return None if teacher is None else (dataset, teacher, seed)
+
+
+def with_teachers(methods):
+    """`methods` with the teachers they need, each teacher before its first student."""
+    ordered = []
+    for method in methods:
+        teacher = TEACHERS.get(method)
+        if teacher is not None and teacher not in ordered:
+            ordered.append(teacher)
+        if method not in ordered:
+            ordered.append(method)
+    return ordered
+
+
 def command(root, dataset, method, seed):
     gin_file, bindings = METHODS[method]
     bindings = DATASETS[dataset] + bindings + [f"train.seed = {seed}",
                                                "after_training.export = False"]
+    teacher = teacher_cell((dataset, method, seed))
+    if teacher is not None:
+        teacher_dir = os.path.abspath(cell_dir(root, *teacher))
+        bindings.append(f"train.teacher_checkpoint = '{teacher_dir}'")
     return [sys.executable, "-m", "wss.train", f"--gin_file={gin_file}",
             f"--logdir={cell_dir(root, dataset, method, seed)}"] + [
         f"--gin_bindings={b}" for b in bindings]
@@ -93,13 +127,40 @@ def cell_result(root, dataset, method, seed):
     return result
 
 
+def _next_ready(pending, running, root, failed):
+    """Removes and returns the first pending cell whose teacher (if any) has finished.
+
+    A cell whose teacher is neither finished nor pending nor running (it failed) is removed,
+    reported and added to `failed`. None when no pending cell can start now.
+    """
+    running_cells = [item[0] for item in running]
+    for cell in list(pending):
+        teacher = teacher_cell(cell)
+        if teacher is None or cell_result(root, *teacher) is not None:
+            pending.remove(cell)
+            return cell
+        if teacher in pending or teacher in running_cells:
+            continue  # Wait for the teacher.
+        pending.remove(cell)
+        failed.append(cell)
+        print(f"[skipped] {'/'.join(map(str, cell))}: its teacher "
+              f"{'/'.join(map(str, teacher))} did not finish", flush=True)
+    return None
+
+
 def run_cells(cells, root, parallel):
-    """Runs the unfinished cells, `parallel` at a time; returns the failed ones."""
+    """Runs the unfinished cells, `parallel` at a time; returns the failed ones.
+
+    A cell with a teacher (`TEACHERS`) starts only after its teacher has finished and is
+    skipped if the teacher failed.
+    """
     pending = [c for c in cells if cell_result(root, *c) is None]
     running, failed = [], []
     while pending or running:
         while pending and len(running) < parallel:
-            cell = pending.pop(0)
+            cell = _next_ready(pending, running, root, failed)
+            if cell is None:
+                break
             directory = cell_dir(root, *cell)
             os.makedirs(directory, exist_ok=True)
             argv = command(root, *cell)
@@ -188,6 +249,7 @@ def main(argv=None):
         unknown = [x for x in (datasets if name == "dataset" else methods) if x not in known]
         if unknown:
             parser.error(f"unknown --{name}s {unknown}; choose from {sorted(known)}")
+    methods = with_teachers(methods)
     failed = []
     if not args.report_only:
         cells = [(d, m, s) for d in datasets for s in seeds for m in methods]

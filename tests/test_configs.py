@@ -23,7 +23,11 @@ def test_packaged_config_parses(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # Names resolve against the package, not the cwd.
     experiment.parse_experiment_config(gin_files=[name], finalize=False)
     try:
-        assert gin.query_parameter("train.mode") in ("supervised", "semi", "weak")
+        mode = gin.query_parameter("train.mode")
+        assert mode in ("supervised", "semi", "weak", "self_training")
+        if mode == "self_training":  # The teacher is the user's to bind: no default path.
+            assert gin.query_parameter("train.teacher_checkpoint") is None
+            assert gin.query_parameter("self_training.threshold") == 0.5
         assert gin.query_parameter("train.num_classes") == gin.query_parameter(
             "build_models.num_classes")
     finally:
@@ -44,7 +48,8 @@ def test_pretraining_config_parses(name, tmp_path, monkeypatch):
 def test_expected_configs_ship():
     assert {"base.gin", "voc_semi.gin", "voc_weak.gin", "voc_supervised.gin", "coco_semi.gin",
             "coco_weak.gin", "cityscapes_semi.gin", "voc_full_extra.gin", "demo.gin",
-            "demo_supervised.gin"} <= set(CONFIGS)
+            "demo_supervised.gin", "demo_self_training.gin", "voc_self_training.gin"
+            } <= set(CONFIGS)
 
 
 def test_unknown_gin_file_names_the_flag():

@@ -36,6 +36,7 @@ _CONFIGURABLE_MODULES = (
     "wss.optim",
     "wss.strategy",
     "wss.objective",
+    "wss.self_training",
     "wss.experiment",
     "wss.trainer",
     "wss.tasks.pretraining",

@@ -20,6 +20,12 @@ Passes per step (semi and weak modes), shared where the semantics allow:
 So a PseudoSeg step runs three backbone passes, two with gradients, against the reference's
 five; the supervised baseline runs one.
 
+Self-training (`mode='self_training'`, the paper's table 6 baseline, `wss.self_training`) runs
+one pass too: the labelled batch and a batch of offline pseudo-labelled images (hard labels,
+255 where the teacher was not confident) go through the model together, and L_s is the pixel
+cross-entropy over the non-ignored pixels of both. L_x and L_sa use the labelled images only,
+as in the supervised baseline; there is no weak / strong pass and no L_u.
+
 Losses are per-replica means; the trainer scales the total by `1 / num_replicas` so that the
 gradient summed over replicas is the gradient of the global mean.
 """
@@ -32,7 +38,9 @@ from wss import gradcam, losses, metrics, pseudo_labels, sgc
 from wss.data.records import IGNORE_LABEL
 from wss.resize import downsample_mask, resize_labels, resize_like, spatial_size
 
-MODES = ("supervised", "semi", "weak")
+MODES = ("supervised", "semi", "weak", "self_training")
+# Modes whose pseudo labels are made online from a weak view (and trained on a strong one).
+ONLINE_PSEUDO_LABEL_MODES = ("semi", "weak")
 
 
 @gin.configurable(denylist=["model", "sgc_head", "mode"])
@@ -43,8 +51,8 @@ class PseudoSegObjective:
       model: DeepLab model (`wss.models.build_deeplab`).
       sgc_head: the SGC head (`wss.sgc.make_sgc_head`), or None for a supervised baseline
         without L_sa.
-      mode: `supervised` (labelled stream only), `semi` (labelled + unlabelled) or `weak`
-        (labelled + image-labelled).
+      mode: `supervised` (labelled stream only), `semi` (labelled + unlabelled), `weak`
+        (labelled + image-labelled) or `self_training` (labelled + offline pseudo-labelled).
       use_sgc_loss: train the SGC head with L_sa (needed for fusion pseudo labels).
       use_classification_loss: train the classifier with L_x.
       gradcam_inference_pass: recompute Grad-CAM inputs in inference mode (the reference).
@@ -59,7 +67,7 @@ class PseudoSegObjective:
                  classifier_threshold=0.5, weight_decay=4e-5, num_bins=15):
         if mode not in MODES:
             raise ValueError(f"PseudoSegObjective.mode={mode!r}; choose one of {MODES}")
-        if mode != "supervised" and sgc_head is None:
+        if mode in ONLINE_PSEUDO_LABEL_MODES and sgc_head is None:
             raise ValueError(f"mode={mode!r} needs an SGC head for its pseudo labels")
         self.model = model
         self.sgc_head = sgc_head
@@ -73,7 +81,13 @@ class PseudoSegObjective:
 
     @property
     def uses_unlabelled_stream(self):
+        """Whether a second stream (unlabelled, image-labelled or pseudo-labelled) is read."""
         return self.mode != "supervised"
+
+    @property
+    def makes_pseudo_labels(self):
+        """Whether each step makes pseudo labels from a weak view (semi and weak modes)."""
+        return self.mode in ONLINE_PSEUDO_LABEL_MODES
 
     @property
     def trainable_variables(self):
@@ -122,15 +136,25 @@ class PseudoSegObjective:
 
         Args:
           labelled: labelled batch dict.
-          unlabelled: unlabelled / image-labelled batch dict (semi and weak modes).
-          pseudo: the result of `pseudo_label_pass(unlabelled)`.
+          unlabelled: unlabelled / image-labelled batch dict (semi and weak modes), or the
+            pseudo-labelled batch (self-training: `image` and `label` as a labelled batch).
+          pseudo: the result of `pseudo_label_pass(unlabelled)` (semi and weak modes).
 
         Returns:
           (total loss, dict of named scalar losses, dict of strong-view outputs or None).
         """
         named = {}
-        out = self.model(labelled["image"], training=True)
-        named["loss_s"] = losses.supervised_loss(out["logits"], labelled["label"])
+        images, labels = labelled["image"], labelled["label"]
+        if self.mode == "self_training":
+            # One pass over both batches, as a supervised run on their union: L_s averages over
+            # every non-ignored pixel of both.
+            images = tf.concat([images, tf.cast(unlabelled["image"], images.dtype)], axis=0)
+            labels = tf.concat([labels, tf.cast(unlabelled["label"], labels.dtype)], axis=0)
+        out = self.model(images, training=True)
+        named["loss_s"] = losses.supervised_loss(out["logits"], labels)
+        if self.mode == "self_training":  # L_x and L_sa on the labelled images only.
+            count = tf.shape(labelled["image"])[0]
+            out = tf.nest.map_structure(lambda tensor: tensor[:count], out)
         if self.use_classification_loss and self.mode != "weak":
             named["loss_x"] = losses.classification_loss(out["cls_logits"],
                                                          labelled["class_labels"])
@@ -139,7 +163,7 @@ class PseudoSegObjective:
                                    training=True)
             named["loss_sa"] = losses.sgc_loss(sgc_logits, labelled["label"])
         strong = None
-        if self.mode != "supervised":
+        if self.makes_pseudo_labels:
             strong = self.model(unlabelled["strong"], training=True)
             named["loss_u"] = losses.unlabelled_loss(
                 pseudo["targets"], strong["logits"], unlabelled["strong_valid"],
@@ -158,7 +182,8 @@ class PseudoSegObjective:
         Args:
           optimizer: a Keras optimizer (a `LossScaleOptimizer` scales the loss).
           labelled: labelled batch dict.
-          unlabelled: unlabelled / image-labelled batch dict (semi and weak modes).
+          unlabelled: unlabelled / image-labelled batch dict (semi and weak modes), or the
+            pseudo-labelled batch (self-training).
           num_replicas: replicas in sync; the loss is divided by it so that the gradients
             summed over replicas are those of the global mean.
 
@@ -166,7 +191,7 @@ class PseudoSegObjective:
           (named losses including `loss_total`, pseudo-label dict or None, strong-view
           outputs or None).
         """
-        pseudo = self.pseudo_label_pass(unlabelled) if self.uses_unlabelled_stream else None
+        pseudo = self.pseudo_label_pass(unlabelled) if self.makes_pseudo_labels else None
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
             total, named, strong = self.compute_losses(labelled, unlabelled, pseudo)

@@ -1,8 +1,10 @@
 """`wss.train`'s library side: the gin entry `train()` and `after_training()`.
 
 `train()` builds a `wss.tasks.segmentation.SegmentationTask` (PseudoSeg in supervised, semi or
-weak mode) from its gin bindings and runs it with the generic loop, `wss.training.loop.run`,
-which owns the strategy, checkpoints, resume, summaries, preemption and the NaN guard.
+weak mode, or the self-training baseline) from its gin bindings and runs it with the generic
+loop, `wss.training.loop.run`, which owns the strategy, checkpoints, resume, summaries,
+preemption and the NaN guard. In self-training mode the loop first has the task make (or
+reuse) the teacher's offline pseudo labels in `LOGDIR/pseudo_labels/` (`wss.self_training`).
 `after_training()` evaluates and exports the final checkpoint.
 """
 
@@ -25,8 +27,9 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
           strategy=None, log_every=10, summary_every=50, image_summary_every=500,
           checkpoint_every=1000, max_to_keep=3, init_checkpoint=None,
           initialize_last_layer=False, seed=None, deterministic=False,
-          mixed_precision_policy=None, palette="pascal", steps_per_run=None):
-    """Trains PseudoSeg (or its supervised baseline) and returns the final step's losses.
+          mixed_precision_policy=None, palette="pascal", steps_per_run=None,
+          teacher_checkpoint=None):
+    """Trains PseudoSeg (or a baseline) and returns the final step's losses.
 
     Batch sizes are per replica: the global batch is `num_replicas * labelled_batch_size`
     labelled plus as many unlabelled images. The learning rate (`make_optimizer`) is per step,
@@ -34,11 +37,12 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
 
     Args:
       logdir: checkpoints, TensorBoard events and the gin config go here.
-      mode: `supervised` (labelled stream only), `semi` (labelled + unlabelled) or `weak`
-        (labelled + image-labelled).
+      mode: `supervised` (labelled stream only), `semi` (labelled + unlabelled), `weak`
+        (labelled + image-labelled) or `self_training` (labelled + the unlabelled images with
+        a supervised teacher's offline pseudo labels; `wss.self_training`).
       num_steps: total optimizer steps (also the poly decay length).
       labelled_batch_size: labelled images per replica.
-      unlabelled_batch_size: unlabelled or image-labelled images per replica.
+      unlabelled_batch_size: unlabelled, image-labelled or pseudo-labelled images per replica.
       crop_size: training crop (height, width).
       num_classes: classes including background.
       labelled_pattern: TFRecord pattern of the labelled stream, or a source such as
@@ -65,10 +69,14 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
       palette: colour palette of image summaries (`pascal` or `cityscapes`).
       steps_per_run: stop this invocation after this many steps (with a checkpoint), e.g. to
         fit a job time limit; rerunning continues. None trains to `num_steps`.
+      teacher_checkpoint: self-training (required there, unused otherwise): the log directory
+        or checkpoint path of a supervised run whose model (this config's model bindings)
+        pseudo-labels the unlabelled images. The student still starts from `init_checkpoint`.
 
     Returns:
       dict of the last step's named losses (floats), `step`, `history` (the logged steps),
-      `preempted`, `finished`, `chief` and `skipped_updates` (loss-scale overflows).
+      `preempted`, `finished`, `chief` and `skipped_updates` (loss-scale overflows); in
+      self-training mode also `self_training` (the pseudo labels' settings and counts).
 
     Raises:
       NonFiniteLossError: if a loss becomes NaN or infinite.
@@ -77,10 +85,11 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
       wss.training.rundir.LogdirLockedError: when another process trains into `logdir`.
     """
     _check_bindings(num_classes, labelled_batch_size, unlabelled_batch_size, crop_size)
+    _check_teacher(mode, teacher_checkpoint, logdir)
     task = SegmentationTask(
         mode, num_classes, labelled_batch_size, unlabelled_batch_size, crop_size,
         labelled_pattern, labelled_split, unlabelled_pattern, unlabelled_split, palette,
-        initialize_last_layer)
+        initialize_last_layer, teacher_checkpoint=teacher_checkpoint)
     options = loop.LoopOptions(
         num_steps=num_steps, log_every=log_every, summary_every=summary_every,
         image_summary_every=image_summary_every, checkpoint_every=checkpoint_every,
@@ -101,6 +110,32 @@ def _check_bindings(num_classes, labelled_batch_size, unlabelled_batch_size, cro
     config_lib.check_int("train.labelled_batch_size", labelled_batch_size, minimum=1)
     config_lib.check_int("train.unlabelled_batch_size", unlabelled_batch_size, minimum=1)
     config_lib.check_size("train.crop_size", crop_size, minimum=MIN_CROP_SIZE)
+
+
+def _check_teacher(mode, teacher_checkpoint, logdir):
+    """Fails naming `train.teacher_checkpoint` when self-training cannot use it.
+
+    Whether the checkpoint exists is checked when the pseudo labels are made (a resumed run
+    reuses its labels without the teacher).
+    """
+    if mode != "self_training":
+        if teacher_checkpoint:
+            logging.warning("train.teacher_checkpoint is only used with "
+                            "train.mode='self_training'; ignored in mode %r", mode)
+        return
+    if not teacher_checkpoint:
+        raise ValueError(
+            "train.mode='self_training' needs train.teacher_checkpoint: the log directory (or "
+            "a checkpoint path) of a supervised run on the labelled images, e.g. "
+            "--gin_bindings=\"train.teacher_checkpoint='runs/demo_supervised'\"")
+    if not isinstance(teacher_checkpoint, str):
+        raise ValueError(f"train.teacher_checkpoint={teacher_checkpoint!r}: expected a path")
+    if "://" not in teacher_checkpoint and "://" not in logdir:
+        teacher = os.path.realpath(teacher_checkpoint)
+        own = os.path.realpath(logdir)
+        if teacher == own or teacher.startswith(own + os.sep):
+            raise ValueError(f"train.teacher_checkpoint={teacher_checkpoint!r} is in this "
+                             f"run's own --logdir {logdir}; give the supervised teacher's")
 
 
 @gin.configurable

@@ -1,10 +1,13 @@
 """PseudoSeg as a training task: its streams, models, replica step and summaries.
 
-`SegmentationTask` plugs `wss.objective.PseudoSegObjective` (supervised, semi or weak mode)
-into the generic loop (`wss.training.loop.run`):
+`SegmentationTask` plugs `wss.objective.PseudoSegObjective` (supervised, semi, weak or
+self_training mode) into the generic loop (`wss.training.loop.run`):
 
+* preparation (self-training only): the teacher's offline pseudo labels of the unlabelled
+  images, made once into `LOGDIR/pseudo_labels/` and reused on resume (`wss.self_training`);
 * streams: `labelled` (weak views of masked images) and, in semi and weak modes, `unlabelled`
-  (weak and strong views of the unlabelled or image-labelled images);
+  (weak and strong views of the unlabelled or image-labelled images), in self-training mode
+  `pseudo_labelled` (the pseudo-labelled images, augmented as the labelled ones);
 * models: the DeepLab model and the SGC head (`wss.experiment.build_models`);
 * step: `PseudoSegObjective.train_step` plus, for TensorBoard, the pseudo labels' accuracy
   against the masks the unlabelled records may have, their ECE (decoder, SGC, fused) and images
@@ -21,13 +24,13 @@ from wss.training.task import StepOutput, Task
 
 
 class SegmentationTask(Task):
-    """PseudoSeg (or its supervised baseline) on TFRecord streams.
+    """PseudoSeg (or its supervised or self-training baseline) on TFRecord streams.
 
     Args:
-      mode: `supervised`, `semi` or `weak`.
+      mode: `supervised`, `semi`, `weak` or `self_training`.
       num_classes: classes including background.
       labelled_batch_size: labelled images per replica.
-      unlabelled_batch_size: unlabelled or image-labelled images per replica.
+      unlabelled_batch_size: unlabelled, image-labelled or pseudo-labelled images per replica.
       crop_size: training crop (height, width).
       labelled_pattern: TFRecord pattern of the labelled stream.
       labelled_split: optional split file of labelled ids.
@@ -36,18 +39,26 @@ class SegmentationTask(Task):
         labelled split's complement).
       palette: colour palette of image summaries.
       initialize_last_layer: also warm-start the logits layers (DeepLab's flag).
+      teacher_checkpoint: self-training: the supervised teacher's log directory or checkpoint.
 
     Raises:
-      ValueError: for an unknown mode or a semi / weak mode without unlabelled records.
+      ValueError: for an unknown mode, a mode other than supervised without unlabelled
+        records, or self-training without `teacher_checkpoint`.
     """
 
     def __init__(self, mode, num_classes, labelled_batch_size, unlabelled_batch_size,
                  crop_size, labelled_pattern, labelled_split=None, unlabelled_pattern=None,
-                 unlabelled_split=None, palette="pascal", initialize_last_layer=False):
+                 unlabelled_split=None, palette="pascal", initialize_last_layer=False,
+                 teacher_checkpoint=None):
         if mode not in MODES:
             raise ValueError(f"train.mode={mode!r}; choose one of {MODES}")
         if mode != "supervised" and not unlabelled_pattern:
             raise ValueError(f"train.mode={mode!r} needs train.unlabelled_pattern")
+        if mode == "self_training" and not teacher_checkpoint:
+            raise ValueError(
+                "train.mode='self_training' needs train.teacher_checkpoint: the log directory "
+                "(or a checkpoint path) of a supervised run on the labelled images, e.g. "
+                "--gin_bindings=\"train.teacher_checkpoint='runs/demo_supervised'\"")
         self.mode = mode
         self.name = mode
         self.num_classes = num_classes
@@ -63,11 +74,21 @@ class SegmentationTask(Task):
                 exclude_file=labelled_split if same_records else None)
         self.palette = visualize.get_palette(palette)
         self.initialize_last_layer = initialize_last_layer
+        self.teacher_checkpoint = teacher_checkpoint
+        self.pseudo_label_spec = None  # Self-training: set by `prepare`.
+        self.pseudo_label_summary = None
+        self._splits_checked = False
         self.model = self.sgc_head = self.objective = None
 
     @property
     def semi(self):
-        return self.mode != "supervised"
+        """Whether pseudo labels are made online (semi and weak modes: PseudoSeg itself)."""
+        return self.mode in ("semi", "weak")
+
+    @property
+    def self_training(self):
+        """Whether the second stream is the teacher's offline pseudo-labelled images."""
+        return self.mode == "self_training"
 
     def check_splits(self):
         """Prints the number of labelled, unlabelled and eval images; fails on bad splits.
@@ -77,11 +98,30 @@ class SegmentationTask(Task):
         from wss import evaluation
         from wss.data import hygiene
 
+        self._splits_checked = True
         return hygiene.check_splits(self.labelled_spec, self.unlabelled_spec,
                                     evaluation.configured_eval_spec())
 
-    def make_streams(self, strategy, seed, skip_batches):
+    def prepare(self, logdir, chief):
+        """Checks the splits; self-training: makes or reuses the teacher's pseudo labels.
+
+        See `wss.self_training.prepare_pseudo_labels` (gin: `self_training.threshold`, ...).
+        """
         self.check_splits()
+        if self.self_training:
+            from wss import self_training
+
+            directory = self_training.pseudo_label_dir(logdir)
+            self.pseudo_label_summary = self_training.prepare_pseudo_labels(
+                directory, self.teacher_checkpoint, self.unlabelled_spec, self.num_classes,
+                chief=chief)
+            self.pseudo_label_spec = self_training.pseudo_label_spec(directory)
+
+    def make_streams(self, strategy, seed, skip_batches):
+        if not self._splits_checked:
+            self.check_splits()
+        if self.self_training and self.pseudo_label_spec is None:
+            raise RuntimeError("self-training streams need the pseudo labels: call prepare()")
         num_replicas = strategy.num_replicas_in_sync
         streams = {"labelled": pipeline.make_distributed(
             strategy, pipeline.labelled_dataset, spec=self.labelled_spec,
@@ -93,12 +133,20 @@ class SegmentationTask(Task):
                 batch_size=self.unlabelled_batch_size * num_replicas,
                 num_classes=self.num_classes, crop_size=self.crop_size,
                 seed=None if seed is None else seed + 1, skip_batches=skip_batches)
+        if self.self_training:  # Augmented as the labelled stream (labelled_dataset's bindings).
+            streams["pseudo_labelled"] = pipeline.make_distributed(
+                strategy, pipeline.labelled_dataset, spec=self.pseudo_label_spec,
+                batch_size=self.unlabelled_batch_size * num_replicas,
+                num_classes=self.num_classes, crop_size=self.crop_size,
+                seed=None if seed is None else seed + 1, skip_batches=skip_batches)
         return streams
 
     def input_specs(self):
         specs = {"labelled": (self.labelled_spec, self.num_classes)}
         if self.semi:
             specs["unlabelled"] = (self.unlabelled_spec, self.num_classes)
+        if self.self_training and self.pseudo_label_spec is not None:
+            specs["pseudo_labelled"] = (self.pseudo_label_spec, self.num_classes)
         return specs
 
     def build(self):
@@ -125,14 +173,22 @@ class SegmentationTask(Task):
 
     @property
     def images_per_step(self):
-        return self.labelled_batch_size + (self.unlabelled_batch_size if self.semi else 0)
+        second = self.mode != "supervised"
+        return self.labelled_batch_size + (self.unlabelled_batch_size if second else 0)
 
     def replica_step(self, optimizer, batches, num_replicas, with_images):
-        labelled, unlabelled = batches["labelled"], batches.get("unlabelled")
+        labelled = batches["labelled"]
+        unlabelled = batches.get("pseudo_labelled" if self.self_training else "unlabelled")
         named, pseudo, strong = self.objective.train_step(optimizer, labelled, unlabelled,
                                                           num_replicas)
         stats = self.objective.diagnostics(unlabelled, pseudo) if self.semi else {}
-        images = _summary_images(labelled, unlabelled, pseudo, strong) if with_images else {}
+        images = {}
+        if with_images:
+            images = _summary_images(labelled, unlabelled if self.semi else None, pseudo,
+                                     strong)
+            if self.self_training:
+                images.update({"pseudo_labelled/image": unlabelled["image"][:1],
+                               "pseudo_labelled/label": unlabelled["label"][:1]})
         return StepOutput(named, stats, images)
 
     def write_scalar_summaries(self, stats):
@@ -142,9 +198,19 @@ class SegmentationTask(Task):
                               + name, value)
 
     def run_summary(self, stats):
-        """The pseudo labels' quality over the last quarter of training (`pseudo_labels`)."""
+        """The pseudo labels' quality over the last quarter of training (`pseudo_labels`).
+
+        Self-training: `self_training`, the offline pseudo labels' marker (settings, teacher
+        checkpoint, images, kept fraction and, where the unlabelled records have masks, the
+        accuracy of the kept pixels).
+        """
+        summary = {}
         quality = pseudo_label_quality(stats)
-        return {"pseudo_labels": quality} if quality else {}
+        if quality:
+            summary["pseudo_labels"] = quality
+        if self.pseudo_label_summary is not None:
+            summary["self_training"] = self.pseudo_label_summary
+        return summary
 
     def write_image_summaries(self, images):
         for key, value in images.items():

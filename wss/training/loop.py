@@ -1,7 +1,8 @@
 """The custom training loop: one `tf.distribute` loop for every task.
 
 `run(task, logdir, options)` drives a `wss.training.task.Task`: it sets the dtype policy and
-seeds, builds the task's streams and models under the strategy, resumes from the latest
+seeds, lets the task prepare what its streams need (`Task.prepare`, e.g. offline pseudo
+labels), builds the task's streams and models under the strategy, resumes from the latest
 checkpoint in `logdir` (or warm-starts from `options.init_checkpoint` when there is none), and
 runs the task's replica step under `tf.function` until `options.num_steps`.
 
@@ -356,6 +357,11 @@ def run(task, logdir, options):
 def _run_locked(task, logdir, save_dir, strategy, options, iterators):
     """`run` once it holds the lock of `save_dir`; fills `iterators` (cleared by `run`)."""
     rundir.remove_stale_temporaries(save_dir)
+    task.prepare(logdir, is_chief(strategy))
+    if options.seed is not None:
+        # `prepare` may have drawn random numbers (a teacher model's initial weights): reseed,
+        # so that a run starts the same whether or not it had anything to prepare.
+        keras.utils.set_random_seed(options.seed)
     resume_path = checkpointing.newest_intact_checkpoint(save_dir)
     # Distributed iterators cannot be checkpointed; with a seed the streams are a pure
     # function of their position, so a resumed run skips the batches it trained on.
@@ -426,6 +432,5 @@ def _train_steps(task, strategy, optimizer, manager, iterators, logdir, save_dir
                   finished=step >= options.num_steps, history=progress.history,
                   chief=is_chief(strategy), skipped_updates=skipped_updates,
                   seconds=round(time.time() - progress.start_time, 1))
-    if progress.final:
-        result.update(task.run_summary(progress.final))
+    result.update(task.run_summary(progress.final))
     return result

@@ -6,8 +6,11 @@ and which of its objects a checkpoint holds. The loop (`wss.training.loop.run`) 
 
 Call order, all by the loop:
 
-1. `make_streams(strategy, seed, skip_batches)`, before any model work, so that a missing
-   file or split fails fast; `input_specs()` then, to check that no stream is empty;
+0. `prepare(logdir, chief)`, once the loop holds the log directory's lock: work that the
+   streams depend on, e.g. the offline pseudo labels of self-training (which may build and
+   run a teacher model; the loop reseeds afterwards);
+1. `make_streams(strategy, seed, skip_batches)`, before any model work of the task, so that a
+   missing file or split fails fast; `input_specs()` then, to check that no stream is empty;
 2. `build()` inside `strategy.scope()`, then `trainable_variables` to build the optimizer;
 3. `checkpoint_objects()` once, for the checkpoint; `warm_start(path)` when the log directory
    has no checkpoint yet and an initial checkpoint is given;
@@ -15,7 +18,7 @@ Call order, all by the loop:
    `tf.function`, once per step;
 5. `write_scalar_summaries(stats)` and `write_image_summaries(images)` inside the loop's
    summary writer;
-6. `run_summary(stats)` at the end, for the result file.
+6. `run_summary(stats)` at the end, for the result file (`stats` may be empty).
 """
 
 import abc
@@ -50,6 +53,19 @@ class Task(abc.ABC):
     """
 
     name = "task"
+
+    def prepare(self, logdir: str, chief: bool) -> None:
+        """Work that must precede the streams and needs the log directory (default: nothing).
+
+        Called by the loop once it holds the lock of its directory, before `make_streams`.
+        Only the chief may write into `logdir`; the other workers of a multi-worker run (their
+        own lock is that of a private directory) wait for what the chief writes.
+
+        Args:
+          logdir: the run's log directory (the chief's).
+          chief: whether this process is the chief.
+        """
+        del logdir, chief
 
     @abc.abstractmethod
     def make_streams(self, strategy: tf.distribute.Strategy, seed, skip_batches: int
@@ -132,7 +148,7 @@ class Task(abc.ABC):
 
         Args:
           stats: the replica stats summed over the last quarter of `num_steps` (those trained
-            in this invocation).
+            in this invocation); empty when none was.
 
         Returns:
           A JSON-serialisable dict merged into `train_result.json`.

@@ -1,0 +1,310 @@
+"""Self-training (the PseudoSeg paper's table 6 baseline): offline hard pseudo labels.
+
+The self-training baseline of Zoph et al. (2020), as the PseudoSeg paper compares with it: a
+teacher trained on the labelled images only (`train.mode = 'supervised'`) predicts every
+unlabelled image once, at full resolution; its argmax is kept where its softmax confidence is
+above `self_training.threshold` (0.5) and the other pixels get the ignore label. A student
+(`train.mode = 'self_training'`, `wss.tasks.segmentation`) then trains like the supervised
+baseline on the labelled images and these pseudo-labelled ones (`wss.objective`).
+
+Files, in `LOGDIR/pseudo_labels/` (`pseudo_label_dir`):
+
+* `train-0000i-of-0000N.tfrecord`: one record per unlabelled image in the project's schema
+  (`wss.data.records`): the unlabelled record's image bytes and `image/filename` as they were,
+  the pseudo label as the mask (`image/segmentation/class/encoded`, 255 = ignore), and no
+  `image/class/label`, so nothing of the unlabelled records' own masks or image labels reaches
+  the student;
+* `complete.json` (`MARKER_FILENAME`), written last and atomically: the settings the labels were
+  made with (teacher binding and checkpoint, threshold, scales, flip, unlabelled images) and
+  how many images and pixels were kept (and, where the unlabelled records have masks, how many
+  kept pixels are right).
+
+A directory with the marker is reused as it is (a resumed run); one without it is the remnant
+of an interrupted write, removed and written again. Reusing labels made with other settings
+fails naming the differences.
+"""
+
+import json
+import os
+import time
+
+import gin
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from wss import config as config_lib
+from wss.data import pipeline, records
+from wss.data.records import IGNORE_LABEL
+from wss.training import rundir
+
+PSEUDO_LABEL_DIRNAME = "pseudo_labels"
+MARKER_FILENAME = "complete.json"
+RECORD_PREFIX = "train"
+
+
+def pseudo_label_dir(logdir):
+    """Where a self-training run keeps its pseudo labels: `LOGDIR/pseudo_labels`."""
+    return os.path.join(logdir, PSEUDO_LABEL_DIRNAME)
+
+
+def pseudo_label_spec(directory):
+    """The `DatasetSpec` of the pseudo-labelled records in `directory`."""
+    return pipeline.DatasetSpec(os.path.join(directory, f"{RECORD_PREFIX}-*.tfrecord"))
+
+
+def read_marker(directory):
+    """The completion marker of `directory` (a dict), or None when the labels are incomplete."""
+    path = os.path.join(directory, MARKER_FILENAME)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "r") as f:
+        return json.load(f)
+
+
+def hard_pseudo_labels(probabilities, threshold):
+    """The teacher's argmax where its confidence is above `threshold`, else the ignore label.
+
+    Args:
+      probabilities: float `[B, H, W, C]` class probabilities.
+      threshold: a pixel is kept when its largest probability is strictly above this.
+
+    Returns:
+      (int32 `[B, H, W]` labels with `IGNORE_LABEL` where not kept, bool `[B, H, W]` kept).
+    """
+    probabilities = tf.convert_to_tensor(probabilities)
+    confidence = tf.reduce_max(probabilities, axis=-1)
+    keep = confidence > tf.cast(threshold, confidence.dtype)
+    labels = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    return tf.where(keep, labels, tf.fill(tf.shape(labels), IGNORE_LABEL)), keep
+
+
+def _encoded_image(serialized):
+    parsed = tf.io.parse_single_example(serialized, {
+        records.IMAGE_ENCODED: tf.io.FixedLenFeature((), tf.string, ""),
+        records.IMAGE_FILENAME: tf.io.FixedLenFeature((), tf.string, "")})
+    return parsed[records.IMAGE_ENCODED], parsed[records.IMAGE_FILENAME]
+
+
+def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, scales=(1.0,),
+                        flip=False, num_shards=4, log_every=500):
+    """Predicts every image of `spec` with `model` and writes the hard pseudo labels.
+
+    Images are read by `wss.data.pipeline.eval_dataset` and predicted at full resolution by
+    `wss.evaluation.predict_probabilities` (as evaluation does, one image at a time); each
+    record keeps its image bytes and `image/filename` and gets the pseudo label as its mask.
+    The shards are written by `wss.data.records.write_records` (temporary files renamed at the
+    end). No completion marker is written here (see `prepare_pseudo_labels`).
+
+    Args:
+      model: the teacher, a DeepLab model (`model(images, training=False)['logits']`).
+      spec: the unlabelled images (a `DatasetSpec` or a source).
+      num_classes: classes including background.
+      output_dir: the directory of the shards (`RECORD_PREFIX-0000i-of-0000N.tfrecord`).
+      threshold: keep a pixel when the teacher's largest probability is above this.
+      scales: inference scales (`predict_probabilities`).
+      flip: also predict the flipped images.
+      num_shards: output files.
+      log_every: print progress every this many images.
+
+    Returns:
+      dict with `num_images`, `num_pixels`, `kept_pixels`, `kept_fraction` and, over the kept
+      pixels of records that have a mask, `scored_pixels` and `accuracy` (None without masks).
+
+    Raises:
+      RuntimeError: if the image stream and the records fall out of step (never expected).
+    """
+    from wss import evaluation
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def predict(images):
+        probabilities = evaluation.predict_probabilities(model, images, scales, flip)
+        return hard_pseudo_labels(probabilities, threshold)
+
+    images = pipeline.eval_dataset(spec, num_classes=num_classes, batch_size=1)
+    encoded = pipeline.read_records(spec, check_ids=False).map(
+        tf.autograph.experimental.do_not_convert(_encoded_image))
+    counts = {"num_images": 0, "num_pixels": 0, "kept_pixels": 0, "scored_pixels": 0,
+              "correct_pixels": 0}
+
+    def examples():
+        for batch, (image_bytes, filename) in tf.data.Dataset.zip((images, encoded)):
+            filename = filename.numpy().decode("utf-8")
+            if batch["filename"][0].numpy().decode("utf-8") != filename:
+                raise RuntimeError(f"pseudo labels: the image stream is at "
+                                   f"{batch['filename'][0].numpy()!r}, the records at "
+                                   f"{filename!r}")
+            labels, keep = predict(batch["image"])
+            labels, keep = labels[0].numpy(), keep[0].numpy()
+            counts["num_images"] += 1
+            counts["num_pixels"] += keep.size
+            counts["kept_pixels"] += int(keep.sum())
+            if bool(batch["has_mask"][0]):
+                truth = batch["label"][0].numpy()
+                scored = keep & (truth != IGNORE_LABEL)
+                counts["scored_pixels"] += int(scored.sum())
+                counts["correct_pixels"] += int((labels[scored] == truth[scored]).sum())
+            if counts["num_images"] % log_every == 0:
+                print(f"Pseudo labels: {counts['num_images']} images", flush=True)
+            yield records.encode_example(image_bytes.numpy(), filename,
+                                         mask=labels.astype(np.uint8), num_classes=num_classes)
+
+    records.write_records(examples(), os.path.join(output_dir, RECORD_PREFIX), num_shards)
+    summary = {key: counts[key] for key in ("num_images", "num_pixels", "kept_pixels",
+                                            "scored_pixels")}
+    summary["kept_fraction"] = counts["kept_pixels"] / max(counts["num_pixels"], 1)
+    summary["accuracy"] = (counts["correct_pixels"] / counts["scored_pixels"]
+                           if counts["scored_pixels"] else None)
+    return summary
+
+
+def _settings(teacher_checkpoint, spec, threshold, scales, flip):
+    """What the pseudo labels depend on, as stored in (and compared with) the marker."""
+    return {"teacher_checkpoint": str(teacher_checkpoint).rstrip("/"),
+            "threshold": float(threshold), "scales": [float(s) for s in scales],
+            "flip": bool(flip), "unlabelled": pipeline.describe_spec(spec)}
+
+
+def _check_reusable(directory, marker, settings):
+    """Fails naming the settings in which the labels in `directory` differ from this run's."""
+    stored = marker.get("settings", {})
+    differences = [f"{key} {stored.get(key)!r} (this run: {value!r})"
+                   for key, value in settings.items() if stored.get(key) != value]
+    if differences:
+        raise ValueError(
+            f"{directory} holds pseudo labels made with other settings: "
+            f"{'; '.join(differences)}. A run reuses its pseudo labels only with the same "
+            "train.teacher_checkpoint, self_training.threshold / scales / flip and unlabelled "
+            f"images; remove {directory} to make new ones, or train into another --logdir.")
+
+
+def _describe(summary):
+    text = (f"{summary['num_images']} images, {summary['kept_fraction'] * 100:.1f}% of pixels "
+            "kept")
+    if summary.get("accuracy") is not None:
+        text += (f", {summary['accuracy'] * 100:.1f}% of the kept pixels right (against the "
+                 "unlabelled records' masks)")
+    return text
+
+
+def _resolve_teacher(teacher_checkpoint):
+    """The teacher's checkpoint prefix; a missing one fails naming the binding."""
+    from wss import experiment
+
+    try:
+        return experiment.latest_checkpoint_path(teacher_checkpoint)
+    except FileNotFoundError as error:
+        raise ValueError(f"train.teacher_checkpoint={teacher_checkpoint!r}: {error} (give the "
+                         "log directory or a checkpoint path of a supervised run)") from None
+
+
+def _load_teacher(checkpoint, num_classes):
+    """The DeepLab model of the current gin bindings with the teacher's weights (float32)."""
+    from wss import experiment
+    from wss.training import checkpointing
+
+    model, _ = experiment.build_models(num_classes=num_classes, with_sgc_head=False)
+    try:
+        experiment.restore_models(checkpoint, model)
+    except checkpointing.CheckpointError as error:
+        raise type(error)(f"train.teacher_checkpoint: {error}. The teacher is built with this "
+                          "run's model bindings (build_deeplab), so it must have been trained "
+                          "with the same model.") from error
+    return model
+
+
+def _wait_for_marker(directory, wait_secs):
+    deadline = time.time() + wait_secs
+    while True:
+        marker = read_marker(directory)
+        if marker is not None:
+            return marker
+        if time.time() > deadline:
+            raise TimeoutError(
+                f"waited {wait_secs} s (self_training.wait_secs) for the chief to write "
+                f"{os.path.join(directory, MARKER_FILENAME)}; every worker must see the "
+                "chief's --logdir")
+        time.sleep(min(10.0, max(wait_secs, 0.1)))
+
+
+@gin.configurable("self_training",
+                  denylist=["output_dir", "teacher_checkpoint", "spec", "num_classes", "chief"])
+def prepare_pseudo_labels(output_dir, teacher_checkpoint, spec, num_classes, chief=True,
+                          threshold=0.5, scales=(1.0,), flip=False, num_shards=4,
+                          wait_secs=7200):
+    """Makes the offline pseudo labels of a self-training run once, or reuses them.
+
+    The chief reuses complete labels in `output_dir` (those with the marker), or removes an
+    incomplete directory, restores the teacher (the DeepLab model of the current bindings,
+    without the SGC head, in float32) and writes the labels (`write_pseudo_labels`), then the
+    marker. Other workers of a multi-worker run wait for the chief's marker. Call it while
+    holding the log directory's lock.
+
+    Args:
+      output_dir: the pseudo-label directory (`pseudo_label_dir(logdir)`).
+      teacher_checkpoint: the teacher's log directory or checkpoint prefix (as
+        `wss.experiment.latest_checkpoint_path` takes).
+      spec: the unlabelled images.
+      num_classes: classes including background.
+      chief: whether this process writes (False: wait for the chief).
+      threshold: keep the teacher's argmax where its softmax confidence is above this (the
+        paper's self-training baseline: 0.5); other pixels are ignored.
+      scales: inference scales (DeepLab's multi-scale inference with several).
+      flip: also predict the left-right flipped images.
+      num_shards: record files.
+      wait_secs: how long a non-chief worker waits for the chief's labels.
+
+    Returns:
+      The marker dict: `settings`, `teacher_checkpoint_path` (the checkpoint used) and the
+      counts of `write_pseudo_labels`.
+
+    Raises:
+      ValueError: for a bad setting (naming the binding), a teacher checkpoint that does not
+        exist (naming `train.teacher_checkpoint`), or complete labels made with other settings.
+      wss.training.checkpointing.CheckpointMismatchError: the teacher has another model.
+      TimeoutError: a non-chief worker waited `wait_secs` in vain.
+    """
+    config_lib.check_number("self_training.threshold", threshold, minimum=0.0, maximum=1.0,
+                            exclusive_maximum=True)
+    if not isinstance(scales, (list, tuple)) or not scales:
+        raise ValueError(f"self_training.scales={scales!r}: expected a non-empty tuple")
+    for scale in scales:
+        config_lib.check_number("self_training.scales", scale, minimum=0.0,
+                                exclusive_minimum=True)
+    config_lib.check_int("self_training.num_shards", num_shards, minimum=1)
+    settings = _settings(teacher_checkpoint, spec, threshold, scales, flip)
+    marker = read_marker(output_dir) if chief else _wait_for_marker(output_dir, wait_secs)
+    if marker is not None:
+        _check_reusable(output_dir, marker, settings)
+        print(f"Reusing the pseudo labels in {output_dir} (teacher "
+              f"{marker['teacher_checkpoint_path']}): {_describe(marker)}", flush=True)
+        return marker
+    checkpoint = _resolve_teacher(teacher_checkpoint)
+    if tf.io.gfile.exists(output_dir):
+        print(f"Removing the incomplete pseudo labels in {output_dir} (an interrupted write)",
+              flush=True)
+        tf.io.gfile.rmtree(output_dir)
+    tf.io.gfile.makedirs(output_dir)
+    print(f"Making pseudo labels with the teacher {checkpoint} (confidence > {threshold}) for "
+          f"{pipeline.describe_spec(spec)}", flush=True)
+    start = time.time()
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        teacher = _load_teacher(checkpoint, num_classes)
+        summary = write_pseudo_labels(teacher, spec, num_classes, output_dir, threshold,
+                                      scales, flip, num_shards)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    if summary["num_images"] == 0:
+        raise ValueError(f"no unlabelled image to pseudo-label in "
+                         f"{pipeline.describe_spec(spec)}")
+    marker = dict(summary, settings=settings, teacher_checkpoint_path=checkpoint,
+                  seconds=round(time.time() - start, 1))
+    rundir.write_atomic(os.path.join(output_dir, MARKER_FILENAME),
+                        json.dumps(marker, indent=2))
+    logging.info("Pseudo labels written to %s", output_dir)
+    print(f"Pseudo labels in {output_dir}: {_describe(marker)} ({marker['seconds']} s)",
+          flush=True)
+    return marker
