@@ -154,3 +154,16 @@ def test_sgc_loss_trains_only_the_sgc_head():
     head_grads = grads[len(model_vars):]
     assert len(head_grads) == 4
     assert all(g is not None and np.any(g.numpy() != 0) for g in head_grads)
+
+
+def test_weight_decay_weight_is_not_a_gin_knob():
+    """The objective passes the weight, so a `weight_decay_loss.weight` binding would be dead."""
+    import gin
+
+    gin.clear_config()
+    try:
+        with pytest.raises(ValueError, match="weight"):
+            gin.parse_config("weight_decay_loss.weight = 1.0")
+        gin.parse_config("weight_decay_loss.regularize_depthwise = True")
+    finally:
+        gin.clear_config()

@@ -17,6 +17,7 @@ import subprocess
 import sys
 
 import gin
+import keras
 import tensorflow as tf
 from absl import logging
 
@@ -230,12 +231,10 @@ def _seed_generator_states(model):
     Keras tracks them outside `model.variables`, so a checkpoint names them explicitly: a
     resumed run then draws the same dropout masks as an uninterrupted one.
     """
-    from keras.src.random.seed_generator import SeedGenerator
-
     states, seen = [], set()
     for layer in model._flatten_layers(include_self=True):
         for value in vars(layer).values():
-            if isinstance(value, SeedGenerator) and id(value) not in seen:
+            if isinstance(value, keras.random.SeedGenerator) and id(value) not in seen:
                 seen.add(id(value))
                 states.append(value.state)
     return states

@@ -168,7 +168,9 @@ def is_decayed_variable(variable, regularize_depthwise=False):
     return regularize_depthwise or not depthwise
 
 
-@gin.configurable
+# `weight` is the caller's (`PseudoSegObjective.weight_decay`, `pretrain.weight_decay`): binding
+# it here would be dead, so gin refuses it.
+@gin.configurable(denylist=["variables", "weight"])
 def weight_decay_loss(variables, weight=4e-5, regularize_depthwise=False, exclude=()):
     """DeepLab's L2 weight decay, `weight * sum_w sum(w^2) / 2` over the selected kernels.
 
