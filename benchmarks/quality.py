@@ -233,6 +233,73 @@ def report(root, datasets, methods, seeds):
     return "\n".join(lines)
 
 
+def write_plots(root, datasets, methods, seeds):
+    """PNG plots next to the report; returns their paths ([] without matplotlib).
+
+    `miou.png`: validation mIoU per method and dataset, mean with min-max bars over seeds.
+    `reliability_<dataset>.png`: reliability diagrams of the decoder, SGC and fused pseudo
+    labels of the PseudoSeg runs (paper figure 5a), pixels pooled over seeds.
+    """
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[plots]'): no plots written")
+        return []
+    paths = []
+    rows = [(m, t) for m, t in REPORT_ROWS if m in methods]
+    figure, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+    for axis, dataset in zip(axes[0], datasets):
+        means, errors, labels = [], [[], []], []
+        for method, _ in rows:
+            stats = _stats([r and r["miou"] for r in
+                            (cell_result(root, dataset, method, s) for s in seeds)])
+            mean, low, high = (stats[:3] if stats else (np.nan,) * 3)
+            means.append(mean * 100)
+            errors[0].append((mean - low) * 100)
+            errors[1].append((high - mean) * 100)
+            labels.append(method)
+        axis.bar(range(len(rows)), means, yerr=errors, capsize=4, color="tab:blue")
+        axis.set_xticks(range(len(rows)), labels, rotation=35, ha="right", fontsize=8)
+        axis.set_ylabel("validation mIoU (%)")
+        axis.set_title(dataset)
+    figure.tight_layout()
+    paths.append(os.path.join(root, "miou.png"))
+    figure.savefig(paths[-1], dpi=100)
+    plt.close(figure)
+    for dataset in datasets:
+        pooled = {}
+        for seed in seeds:
+            result = cell_result(root, dataset, "pseudoseg", seed) or {}
+            for source, bins in (result.get("reliability") or {}).items():
+                count = np.asarray(bins["count"], np.float64)
+                confidence = np.nan_to_num(np.asarray(bins["confidence"], np.float64))
+                accuracy = np.nan_to_num(np.asarray(bins["accuracy"], np.float64))
+                sums = pooled.setdefault(source, np.zeros((3, count.size)))
+                sums += np.stack([count, confidence * count, accuracy * count])
+        if not pooled:
+            continue
+        figure, axes = plt.subplots(1, len(pooled), figsize=(4 * len(pooled), 4), squeeze=False)
+        for axis, (source, (count, confidence, correct)) in zip(axes[0], pooled.items()):
+            edges = np.linspace(0, 1, count.size + 1)
+            accuracy = np.divide(correct, count, out=np.zeros_like(count), where=count > 0)
+            ece = np.abs(correct - confidence).sum() / max(count.sum(), 1)
+            axis.bar(edges[:-1], accuracy, width=1 / count.size, align="edge",
+                     edgecolor="black", label="accuracy")
+            axis.plot([0, 1], [0, 1], "r--", label="perfect calibration")
+            axis.set_title(f"{source}: ECE {ece * 100:.1f}%")
+            axis.set_xlabel("confidence")
+            axis.set_ylabel("accuracy")
+            axis.legend(loc="upper left", fontsize=8)
+        figure.suptitle(f"{dataset}: pseudo labels on the unlabelled images")
+        figure.tight_layout()
+        paths.append(os.path.join(root, f"reliability_{dataset}.png"))
+        figure.savefig(paths[-1], dpi=100)
+        plt.close(figure)
+    return paths
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root_dir", default="runs/quality")
@@ -259,6 +326,8 @@ def main(argv=None):
     with open(os.path.join(args.root_dir, "report.md"), "w") as f:
         f.write(text + "\n")
     print(text)
+    for path in write_plots(args.root_dir, datasets, methods, seeds):
+        print(f"wrote {path}")
     if failed:
         print(f"{len(failed)} cell(s) failed: {failed}; see their log.txt", file=sys.stderr)
         return 1

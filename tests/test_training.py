@@ -108,9 +108,17 @@ def test_modes_run_on_two_replicas_with_finite_losses(tiny_data, tmp_path, mode,
         assert np.isfinite(result[key]), (key, result[key])
     assert result["seconds"] > 0
     if mode != "supervised":  # The unlabelled records have masks: pseudo labels are scored.
-        quality = result["pseudo_labels"]
+        quality = dict(result["pseudo_labels"])
+        reliability = quality.pop("reliability")
         assert set(quality) == {"confidence", "accuracy", "ece_decoder", "ece_sgc", "ece_fused"}
         assert all(0 <= value <= 1 for value in quality.values()), quality
+        for source, bins in reliability.items():  # The diagram's bins give back the ECE.
+            count = np.array(bins["count"])
+            gaps = [abs(a - c) * n for a, c, n in
+                    zip(bins["accuracy"], bins["confidence"], count) if n > 0]
+            assert count.sum() > 0
+            np.testing.assert_allclose(sum(gaps) / count.sum(), quality[f"ece_{source}"],
+                                       rtol=1e-4, atol=1e-6)
     assert tf.train.latest_checkpoint(str(tmp_path)).endswith("ckpt-2")
     assert os.path.exists(tmp_path / experiment.CONFIG_FILENAME)
 

@@ -15,6 +15,7 @@ self_training mode) into the generic loop (`wss.training.loop.run`):
 * warm start: a DeepLab TF1 checkpoint (ImageNet, model zoo, or `wss.pretrain`'s export).
 """
 
+import numpy as np
 import tensorflow as tf
 
 from wss import experiment, metrics, visualize
@@ -194,6 +195,8 @@ class SegmentationTask(Task):
     def write_scalar_summaries(self, stats):
         """Pseudo-label confidence, accuracy against masks and ECE of decoder / SGC / fusion."""
         for name, value in pseudo_label_quality(stats).items():
+            if name == "reliability":  # Per-bin lists: for the run summary only.
+                continue
             tf.summary.scalar(("calibration/" if name.startswith("ece") else "pseudo_labels/")
                               + name, value)
 
@@ -229,7 +232,9 @@ def pseudo_label_quality(stats):
 
     Returns:
       dict with `confidence` (mean max probability of the targets), and where the unlabelled
-      records have masks, `accuracy` and `ece_decoder`, `ece_sgc`, `ece_fused` (floats).
+      records have masks, `accuracy` and `ece_decoder`, `ece_sgc`, `ece_fused` (floats), and
+      `reliability`: per source, the per-bin pixel `count`, mean `confidence` and `accuracy`
+      (lists over equal-width confidence bins; None for empty bins), a reliability diagram.
     """
     quality = {}
     pixels = stats.get("pseudo_pixels", 0.0)
@@ -242,7 +247,21 @@ def pseudo_label_quality(stats):
             quality[f"ece_{name}"] = float(metrics.ece_from_reliability(
                 stats[f"{name}_count"], stats[f"{name}_correct"],
                 stats[f"{name}_confidence_sum"]))
+        quality["reliability"] = {
+            name: _reliability_bins(stats[f"{name}_count"], stats[f"{name}_correct"],
+                                    stats[f"{name}_confidence_sum"])
+            for name in ("decoder", "sgc", "fused")}
     return quality
+
+
+def _reliability_bins(count, correct, confidence_sum):
+    """Per-bin pixel counts, mean confidences and accuracies as JSON-ready lists."""
+    count = [float(c) for c in np.reshape(count, [-1])]
+    correct = np.reshape(correct, [-1])
+    confidence_sum = np.reshape(confidence_sum, [-1])
+    return {"count": count,
+            "confidence": [float(s / c) if c else None for s, c in zip(confidence_sum, count)],
+            "accuracy": [float(k / c) if c else None for k, c in zip(correct, count)]}
 
 
 def _summary_images(labelled, unlabelled, pseudo, strong):
