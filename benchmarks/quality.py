@@ -148,6 +148,51 @@ def _next_ready(pending, running, root, failed):
     return None
 
 
+def _code_version():
+    """The git commit of the code that runs the cells (`+dirty` with local changes)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, check=True,
+                                capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=here, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return commit + ("+dirty" if dirty.strip() else "")
+
+
+def cell_listing(root, datasets, methods, seeds):
+    """Markdown list of every finished cell: mIoU, seconds, date, commit and exact command."""
+    lines = ["| dataset | method | seed | mIoU | seconds | finished (UTC) | commit |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    commands = []
+    for dataset in datasets:
+        for method in methods:
+            for seed in seeds:
+                result = cell_result(root, dataset, method, seed)
+                if result is None:
+                    continue
+                directory = cell_dir(root, dataset, method, seed)
+                finished = time.strftime("%Y-%m-%d %H:%M", time.gmtime(os.path.getmtime(
+                    os.path.join(directory, "train_result.json"))))
+                commit = (_read_text(os.path.join(directory, "commit.txt")) or "-").strip()
+                seconds = result.get("seconds")
+                lines.append(f"| {dataset} | {method} | {seed} | {result['miou'] * 100:.2f} | "
+                             f"{seconds if seconds is not None else '-'} | {finished} | "
+                             f"{commit} |")
+                text = (_read_text(os.path.join(directory, "command.txt")) or "").strip()
+                commands.append(f"- `{dataset}/{method}/seed_{seed}`: `{text}`")
+    return "\n".join(lines + ["", "Commands:", ""] + commands)
+
+
+def _read_text(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def run_cells(cells, root, parallel):
     """Runs the unfinished cells, `parallel` at a time; returns the failed ones.
 
@@ -167,6 +212,8 @@ def run_cells(cells, root, parallel):
             text = " ".join(shlex.quote(a) for a in argv)
             with open(os.path.join(directory, "command.txt"), "w") as f:
                 f.write(text + "\n")
+            with open(os.path.join(directory, "commit.txt"), "w") as f:
+                f.write(_code_version() + "\n")
             print(f"[run] {text}", flush=True)
             log = open(os.path.join(directory, "log.txt"), "w")
             running.append((cell, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT),
@@ -325,6 +372,8 @@ def main(argv=None):
     os.makedirs(args.root_dir, exist_ok=True)
     with open(os.path.join(args.root_dir, "report.md"), "w") as f:
         f.write(text + "\n")
+    with open(os.path.join(args.root_dir, "cells.md"), "w") as f:
+        f.write(cell_listing(args.root_dir, datasets, methods, seeds) + "\n")
     print(text)
     for path in write_plots(args.root_dir, datasets, methods, seeds):
         print(f"wrote {path}")
