@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wss.models import build_deeplab, default_atrous_rates
-from wss.models.layers import resize_bilinear, scale_dimension
+from wss.models import build_deeplab, build_image_classifier, default_atrous_rates
+from wss.models.layers import BATCH_NORM_SUFFIXES, scale_dimension
+from wss.resize import resize_bilinear
 
 SMALL = dict(width_multiplier=1 / 16, middle_flow_units=2)
 LOW_LEVEL = "entry_flow/block2/unit_1/xception_module/separable_conv2_pointwise"
@@ -179,6 +180,36 @@ def test_classify_matches_cls_logits_and_kernel(xception_os16):
     manual = pooled @ xception_os16.classifier_kernel + xception_os16.classifier.bias
     np.testing.assert_allclose(manual.numpy(), out["cls_logits"].numpy(), rtol=1e-5, atol=1e-5)
     assert xception_os16.num_classes == 5
+
+
+def _conv_bn_paths(scope):
+    return [f"{scope}/conv/kernel"] + [f"{scope}/BatchNorm/{s}" for s in BATCH_NORM_SUFFIXES]
+
+
+def _separable_paths(scope):
+    return ([f"{scope}/depthwise/kernel"]
+            + [f"{scope}/depthwise_BatchNorm/{s}" for s in BATCH_NORM_SUFFIXES]
+            + _conv_bn_paths(f"{scope}/pointwise"))
+
+
+def test_head_variable_paths_and_order_are_pinned(xception_os16):
+    # Project checkpoints key on variable paths (wss.experiment.VariableStore) and optimizer
+    # slots follow the variable order: the head's parts (ASPP, decoder, classifier head) must
+    # not add a level to the paths nor reorder them.
+    head = [v.path for v in xception_os16.variables
+            if "float" in str(v.dtype) and not v.path.startswith("deeplab/xception_65/")]
+    expected = [*_conv_bn_paths("image_pooling"), *_conv_bn_paths("aspp0"),
+                *(p for i in (1, 2, 3) for p in _separable_paths(f"aspp{i}")),
+                *_conv_bn_paths("concat_projection"),
+                *_conv_bn_paths("decoder_feature_projection0"),
+                *_separable_paths("decoder_decoder_conv0"),
+                *_separable_paths("decoder_decoder_conv1"),
+                "logits_semantic/kernel", "logits_semantic/bias",
+                "classifier/kernel", "classifier/bias"]
+    assert head == [f"deeplab/{p}" for p in expected]
+    classifier = build_image_classifier(num_logits=3, build_input_size=17, **SMALL)
+    assert [v.path for v in classifier.trainable_variables][-2:] == [
+        "classifier/classifier/kernel", "classifier/classifier/bias"]
 
 
 def test_training_mode_updates_batch_norm_only_when_fine_tuning():

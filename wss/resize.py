@@ -5,8 +5,12 @@ and position `i` sits exactly on pixel `i * s` (crops are `k * s + 1`, e.g. 513)
 such grids must therefore align the corner pixels, which TF2's `tf.image.resize` cannot do; the
 TF1 kernels with `align_corners=True` are still available as raw ops and are used here.
 
+* `spatial_size`: `(H, W)` of a tensor, static ints where known, else scalar tensors.
 * `resize_bilinear`: bilinear, `align_corners=True` (DeepLab upsamples logits to the label size
-  this way; the PseudoSeg reference resizes hypercolumn features and SGC maps this way too).
+  this way, and resizes image-pooling and decoder features inside its head; the PseudoSeg
+  reference resizes hypercolumn features and SGC maps this way too). The result is float32;
+  the DeepLab head casts it back to its compute dtype, which gives what resizing in that dtype
+  gave (the kernel computes in float32 whatever the input dtype).
 * `downsample_mask`: nearest-neighbour resize of a {0, 1} mask (valid / CutOut masks) with
   `align_corners=True` by default, i.e. output position `i` reads input pixel
   `round(i * (in - 1) / (out - 1))`, the pixel the feature position is centred on. The reference
@@ -18,15 +22,6 @@ TF1 kernels with `align_corners=True` are still available as raw ops and are use
 import tensorflow as tf
 
 
-def _static_or_dynamic_hw(tensor):
-    """Returns (height, width) of a `[B, H, W, ...]` tensor, static ints where known."""
-    shape = tf.shape(tensor)
-    static = tensor.shape
-    height = static[1] if static[1] is not None else shape[1]
-    width = static[2] if static[2] is not None else shape[2]
-    return height, width
-
-
 def spatial_size(tensor):
     """Returns the spatial size `(H, W)` of a `[B, H, W, ...]` tensor.
 
@@ -34,9 +29,14 @@ def spatial_size(tensor):
       tensor: a tensor with at least three dimensions.
 
     Returns:
-      A pair of Python ints where the static shape is known, else scalar int32 tensors.
+      A pair of Python ints where the static shape is known, else scalar int32 tensors (each
+      dimension on its own).
     """
-    return _static_or_dynamic_hw(tensor)
+    static = tensor.shape
+    dynamic = tf.shape(tensor)
+    height = static[1] if static[1] is not None else dynamic[1]
+    width = static[2] if static[2] is not None else dynamic[2]
+    return height, width
 
 
 def resize_bilinear(images, size, align_corners=True):

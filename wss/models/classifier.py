@@ -6,7 +6,8 @@ global average pooling of the last block, dropout (keep 0.5 for Xception, none f
 1x1 convolution with bias, under the TF1 scope `<network>/logits`. A checkpoint written from it
 by `wss.models.save_tf1_checkpoint` therefore warm-starts `DeepLabV3Plus` exactly as DeepLab's
 ImageNet checkpoints do: the backbone is restored and the classifier is skipped when its number
-of categories differs from the segmentation classes.
+of categories differs from the segmentation classes. The head (pooling aside) is
+`wss.models.classifier_head.ImageClassifierHead`, the layer `DeepLabV3Plus` uses.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import gin
 import keras
 import tensorflow as tf
 
+from wss.models.classifier_head import ImageClassifierHead, classifier_initializer, global_pool
 from wss.models.deeplab import BACKBONES, build_backbone
 from wss.models.layers import batch_norm_overrides, collect_tf1_variables
-from wss.models.xception import Xception65
 
 
 class ImageClassifier(keras.Model):
@@ -47,15 +48,18 @@ class ImageClassifier(keras.Model):
         self.num_logits = num_logits
         if dropout_rate is None:
             dropout_rate = backbone.classifier_dropout_rate
-        if isinstance(backbone, Xception65):
-            initializer = keras.initializers.TruncatedNormal(stddev=0.09)
-        else:
-            initializer = keras.initializers.VarianceScaling(2.0, "fan_in", "truncated_normal")
-        self.dropout = keras.layers.Dropout(dropout_rate, name="prelogits_dropout",
-                                            dtype=self.dtype_policy)
-        self.classifier = keras.layers.Conv2D(num_logits, 1, use_bias=True, name="classifier",
-                                              kernel_initializer=initializer,
-                                              dtype=self.dtype_policy)
+        self.classifier_head = ImageClassifierHead(
+            num_logits, dropout_rate, classifier_initializer(backbone), dtype=self.dtype_policy)
+
+    @property
+    def classifier(self) -> keras.layers.Conv2D:
+        """The 1x1 convolution (`<network>/logits`)."""
+        return self.classifier_head.classifier
+
+    @property
+    def dropout(self) -> keras.layers.Dropout:
+        """The dropout before the classifier (`prelogits_dropout`)."""
+        return self.classifier_head.dropout
 
     def build(self, input_shape):
         # Sublayers build on their first call; this skips Keras' symbolic trial run.
@@ -65,9 +69,7 @@ class ImageClassifier(keras.Model):
         training = bool(training)
         inputs = tf.cast(images, tf.float32) * (2.0 / 255.0) - 1.0
         final, endpoints = self.backbone(tf.cast(inputs, self.compute_dtype), training=training)
-        pooled = tf.reduce_mean(final, axis=[1, 2], keepdims=True)
-        logits = self.classifier(self.dropout(pooled, training=training))
-        logits = tf.cast(tf.reshape(logits, [-1, self.num_logits]), tf.float32)
+        logits = self.classifier_head(global_pool(final), training=training)
         features = dict(endpoints)
         features["final"] = final
         return {"logits": logits, "features": features}
@@ -76,8 +78,7 @@ class ImageClassifier(keras.Model):
         """Every variable with its DeepLab TF1 name (`xception_65/...`, `.../logits/...`)."""
         prefix = f"{self.backbone.tf1_scope}/"
         table = list(collect_tf1_variables(self.backbone.tf1_layers(), prefix))
-        table.append((self.classifier.kernel, f"{prefix}logits/weights"))
-        table.append((self.classifier.bias, f"{prefix}logits/biases"))
+        table.extend(self.classifier_head.tf1_variables(prefix))
         return table
 
 

@@ -1,22 +1,21 @@
-"""DeepLabv3+ (ASPP + decoder) with PseudoSeg's image classifier, and `build_deeplab`.
+"""DeepLabv3+ with PseudoSeg's image classifier: `DeepLabV3Plus` and `build_deeplab`.
 
-The head follows DeepLab's `model.py` (the copy in googleinterns/wss that PseudoSeg
-trained with):
+The model follows DeepLab's `model.py` (the copy in googleinterns/wss that PseudoSeg trained
+with) and composes four parts:
 
-* ASPP on the backbone output: image pooling (global mean, 1x1 conv, bilinear resize
-  back), `aspp0` 1x1 conv, `aspp1..3` split separable 3x3 convs at the atrous rates,
-  all 256 channels with BatchNorm (epsilon 1e-5, decay 0.9997) and ReLU;
-  `concat_projection` 1x1 conv to 256 and dropout with keep probability 0.9 in training;
-* decoder: `decoder/feature_projection0` 1x1 conv to 48 channels on the stride-4
-  endpoint, both inputs resized to `scale_dimension(H, 1/4)` with `align_corners=True`,
-  concatenated (ASPP first) and smoothed by `decoder_conv0` and `decoder_conv1` (split
-  separable 3x3, 256);
-* `logits/semantic`: 1x1 conv with bias.
+* the backbone (`Xception65` or `ResNetBeta`, built by `build_backbone`), on inputs scaled
+  from [0, 255] to [-1, 1];
+* `ASPP` (`wss.models.aspp`) on the backbone output;
+* `Decoder` (`wss.models.decoder`) merging the ASPP output with the low-level endpoint
+  (absent for DeepLabv3, `decoder_output_stride=None`), then `logits/semantic`, a 1x1 conv
+  with bias;
+* `ImageClassifierHead` (`wss.models.classifier_head`) on the global average pool of the last
+  block, PseudoSeg's image classifier: DeepLab's `extract_features` with
+  `global_pool=True, num_classes=C-1`, scope `<network>/logits`.
 
-The image classifier is the one PseudoSeg obtains from DeepLab's `extract_features` with
-`global_pool=True, num_classes=C-1`: global average pool of the last block, dropout (keep
-0.5 for Xception, none for ResNet) and a 1x1 conv with bias, scope
-`<network>/logits` (`xception_65/logits`, `resnet_v1_50/logits`).
+The parts group layers that used to be attributes of the model; they add no level to the
+variable paths (`deeplab/aspp0/...`, `deeplab/classifier/kernel`), which project checkpoints
+key on, and `tf1_variable_table` gives every variable its DeepLab TF1 name.
 """
 
 from __future__ import annotations
@@ -26,39 +25,30 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import gin
 import keras
 import tensorflow as tf
-from absl import logging
 
-from wss.models.layers import (
-    ConvBN,
-    SeparableConvBN,
-    batch_norm_overrides,
-    collect_tf1_variables,
-    resize_bilinear,
-    scale_dimension,
-    scaled_depth,
-)
+from wss.models.aspp import ASPP
+from wss.models.classifier_head import ImageClassifierHead, classifier_initializer, global_pool
+from wss.models.decoder import Decoder
+from wss.models.layers import batch_norm_overrides, collect_tf1_variables, scaled_depth
 from wss.models.resnet import ResNetBeta
 from wss.models.xception import Xception65
+from wss.resize import spatial_size
 
-HEAD_BN_EPSILON = 1e-5
-HEAD_BN_MOMENTUM = 0.9997
 BACKBONES = ("xception_65", "resnet_50_beta", "resnet_101_beta")
 DEFAULT_ATROUS_RATES_AT_OS16 = (6, 12, 18)
 
 
-def _static_or_dynamic_size(images: tf.Tensor) -> Tuple:
-    """Height and width of `images`: Python ints where static, else scalar tensors."""
-    static = images.shape
-    dynamic = tf.shape(images)
-    height = static[1] if static[1] is not None else dynamic[1]
-    width = static[2] if static[2] is not None else dynamic[2]
-    return height, width
-
-
-def _same_static_size(tensor: tf.Tensor, height, width) -> bool:
-    return isinstance(height, int) and isinstance(width, int) and tuple(
-        tensor.shape[1:3]
-    ) == (height, width)
+def _check_decoder_stride(backbone, output_stride, decoder_output_stride):
+    """Raises `ValueError` unless the backbone has an endpoint for the decoder stride."""
+    if decoder_output_stride is not None and (
+        decoder_output_stride not in backbone.decoder_endpoints
+        or decoder_output_stride >= output_stride
+    ):
+        raise ValueError(
+            f"decoder_output_stride={decoder_output_stride} is not supported with "
+            f"output_stride={output_stride}; use one of "
+            f"{sorted(s for s in backbone.decoder_endpoints if s < output_stride)} or None."
+        )
 
 
 class DeepLabV3Plus(keras.Model):
@@ -108,75 +98,31 @@ class DeepLabV3Plus(keras.Model):
         super().__init__(**kwargs)
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 (background + 1), got {num_classes}.")
-        if decoder_output_stride is not None and (
-            decoder_output_stride not in backbone.decoder_endpoints
-            or decoder_output_stride >= output_stride
-        ):
-            raise ValueError(
-                f"decoder_output_stride={decoder_output_stride} is not supported with "
-                f"output_stride={output_stride}; use one of "
-                f"{sorted(s for s in backbone.decoder_endpoints if s < output_stride)} or None."
-            )
+        _check_decoder_stride(backbone, output_stride, decoder_output_stride)
         self.backbone = backbone
         self.num_classes = num_classes
         self.output_stride = output_stride
-        self.atrous_rates = tuple(atrous_rates)
-        self._warned_sizes = set()
         self.decoder_output_stride = decoder_output_stride
         self.fine_tune_batch_norm = fine_tune_batch_norm
         self.low_level_endpoint = (
             backbone.decoder_endpoints[decoder_output_stride] if decoder_output_stride else None
         )
+        # Parts in the order their variables had as attributes of the model (checkpoints,
+        # optimizer slots and seeded initialisation follow it).
+        head_depth = scaled_depth(256, width_multiplier)
+        self.aspp = ASPP(head_depth, atrous_rates, output_stride, dropout_rate=aspp_dropout_rate,
+                         fine_tune_batch_norm=fine_tune_batch_norm, dtype=self.dtype_policy)
+        self.decoder = Decoder(
+            head_depth, scaled_depth(48, width_multiplier), decoder_output_stride,
+            dtype=self.dtype_policy) if decoder_output_stride else None
+        self.semantic_logits = keras.layers.Conv2D(
+            num_classes, 1, use_bias=True, name="logits_semantic", dtype=self.dtype_policy,
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.01))
         if classifier_dropout_rate is None:
             classifier_dropout_rate = backbone.classifier_dropout_rate
-        policy = self.dtype_policy
-
-        def depth(d):
-            return scaled_depth(d, width_multiplier)
-
-        def conv_bn(filters, scope, name):
-            return ConvBN(filters, 1, tf1_scope=scope, bn_epsilon=HEAD_BN_EPSILON,
-                          bn_momentum=HEAD_BN_MOMENTUM, name=name, dtype=policy)
-
-        def separable(filters, rate, scope):
-            return SeparableConvBN(
-                filters, tf1_scope=scope, rate=rate, bn_epsilon=HEAD_BN_EPSILON,
-                bn_momentum=HEAD_BN_MOMENTUM,
-                depthwise_initializer=keras.initializers.TruncatedNormal(stddev=0.33),
-                pointwise_initializer=keras.initializers.TruncatedNormal(stddev=0.06),
-                name=scope.replace("/", "_"), dtype=policy)
-
-        head_depth = depth(256)
-        self.image_pooling = conv_bn(head_depth, "image_pooling", "image_pooling")
-        self.aspp0 = conv_bn(head_depth, "aspp0", "aspp0")
-        self.aspp_separable = [
-            separable(head_depth, rate, f"aspp{i}") for i, rate in enumerate(self.atrous_rates, 1)
-        ]
-        self.concat_projection = conv_bn(head_depth, "concat_projection", "concat_projection")
-        self.concat_projection_dropout = keras.layers.Dropout(
-            aspp_dropout_rate, name="concat_projection_dropout", dtype=policy)
-        self.decoder_layers = []
-        if decoder_output_stride:
-            self.feature_projection = conv_bn(
-                depth(48), "decoder/feature_projection0", "decoder_feature_projection0")
-            self.decoder_layers = [
-                self.feature_projection,
-                separable(head_depth, 1, "decoder/decoder_conv0"),
-                separable(head_depth, 1, "decoder/decoder_conv1"),
-            ]
-        self.semantic_logits = keras.layers.Conv2D(
-            num_classes, 1, use_bias=True, name="logits_semantic", dtype=policy,
-            kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.01))
-        if isinstance(backbone, Xception65):
-            classifier_initializer = keras.initializers.TruncatedNormal(stddev=0.09)
-        else:
-            classifier_initializer = keras.initializers.VarianceScaling(
-                2.0, "fan_in", "truncated_normal")
-        self.classifier_dropout = keras.layers.Dropout(
-            classifier_dropout_rate, name="prelogits_dropout", dtype=policy)
-        self.classifier = keras.layers.Conv2D(
-            num_classes - 1, 1, use_bias=True, name="classifier", dtype=policy,
-            kernel_initializer=classifier_initializer)
+        self.classifier_head = ImageClassifierHead(
+            num_classes - 1, classifier_dropout_rate, classifier_initializer(backbone),
+            dtype=self.dtype_policy)
 
     # ----------------------------------------------------------------- forward pass
     def build(self, input_shape):
@@ -186,68 +132,27 @@ class DeepLabV3Plus(keras.Model):
     def call(self, images, training=False) -> Dict[str, object]:
         training = bool(training)
         bn_training = training and self.fine_tune_batch_norm
-        height, width = _static_or_dynamic_size(images)
+        image_size = spatial_size(images)
         inputs = tf.cast(images, tf.float32) * (2.0 / 255.0) - 1.0
-        inputs = tf.cast(inputs, self.compute_dtype)
-        final, endpoints = self.backbone(inputs, training=bn_training)
+        final, endpoints = self.backbone(tf.cast(inputs, self.compute_dtype),
+                                         training=bn_training)
+        features = self._features(final, endpoints)
+        net = self.aspp(final, image_size=image_size, training=training)
+        if self.decoder is not None:
+            net = self.decoder(net, features["low_level"], image_size=image_size,
+                               training=bn_training)
+        logits = tf.cast(self.semantic_logits(net), tf.float32)
+        cls_logits = self.classify(final, training=bn_training)
+        return {"logits": logits, "cls_logits": cls_logits, "features": features}
 
+    def _features(self, final, endpoints) -> Dict[str, tf.Tensor]:
+        """The backbone endpoints plus the `penultimate`, `final` and `low_level` aliases."""
         features = dict(endpoints)
         features["penultimate"] = endpoints[self.backbone.penultimate_endpoint]
         features["final"] = final
         if self.low_level_endpoint:
             features["low_level"] = endpoints[self.low_level_endpoint]
-
-        net = self._aspp(final, height, width, bn_training, training)
-        if self.decoder_output_stride:
-            net = self._decoder(net, features["low_level"], height, width, bn_training)
-        logits = tf.cast(self.semantic_logits(net), tf.float32)
-        cls_logits = self.classify(final, training=bn_training)
-        return {"logits": logits, "cls_logits": cls_logits, "features": features}
-
-    def _warn_if_rates_exceed(self, features):
-        """Warns once per feature size when an ASPP rate reaches past the feature map.
-
-        A 3x3 convolution with rate `r` on an `h x w` map with `r >= max(h, w)` reads nothing
-        but zero padding off its centre tap: it is a 1x1 convolution. DeepLab's rates 6/12/18
-        suit 513 px crops (33 x 33 features at output stride 16), not small images.
-        """
-        size = tuple(features.shape[1:3])
-        if None in size or size in self._warned_sizes:
-            return
-        self._warned_sizes.add(size)
-        degenerate = [r for r in self.atrous_rates if r >= max(size)]
-        if degenerate:
-            logging.warning(
-                "ASPP atrous rates %s reach past the %dx%d feature map (output stride %d): "
-                "those branches act as 1x1 convolutions. For small crops use output stride 8 "
-                "and/or smaller build_deeplab.atrous_rates (e.g. %s).", degenerate, size[0],
-                size[1], self.output_stride,
-                tuple(max(1, round(r * max(size) / 33)) for r in self.atrous_rates))
-
-    def _aspp(self, features, height, width, bn_training, training):
-        self._warn_if_rates_exceed(features)
-        pool_height = scale_dimension(height, 1.0 / self.output_stride)
-        pool_width = scale_dimension(width, 1.0 / self.output_stride)
-        image_feature = tf.reduce_mean(features, axis=[1, 2], keepdims=True)
-        image_feature = self.image_pooling(image_feature, training=bn_training)
-        image_feature = resize_bilinear(image_feature, (pool_height, pool_width))
-        branches = [image_feature, self.aspp0(features, training=bn_training)]
-        for layer in self.aspp_separable:
-            branches.append(layer(features, training=bn_training))
-        net = self.concat_projection(tf.concat(branches, axis=3), training=bn_training)
-        return self.concat_projection_dropout(net, training=training)
-
-    def _decoder(self, aspp_features, low_level, height, width, bn_training):
-        decoder_height = scale_dimension(height, 1.0 / self.decoder_output_stride)
-        decoder_width = scale_dimension(width, 1.0 / self.decoder_output_stride)
-        projection, conv0, conv1 = self.decoder_layers
-        merged = []
-        for tensor in (aspp_features, projection(low_level, training=bn_training)):
-            if not _same_static_size(tensor, decoder_height, decoder_width):
-                tensor = resize_bilinear(tensor, (decoder_height, decoder_width))
-            merged.append(tensor)
-        net = conv0(tf.concat(merged, axis=3), training=bn_training)
-        return conv1(net, training=bn_training)
+        return features
 
     def classify(self, final_features, training=False) -> tf.Tensor:
         """The image classifier as a function of the `final` endpoint.
@@ -259,16 +164,38 @@ class DeepLabV3Plus(keras.Model):
         Returns:
             `[B, C - 1]` float32 logits.
         """
-        pooled = tf.reduce_mean(final_features, axis=[1, 2], keepdims=True)
-        pooled = self.classifier_dropout(pooled, training=bool(training))
-        logits = self.classifier(pooled)
-        return tf.cast(tf.reshape(logits, [-1, self.num_classes - 1]), tf.float32)
+        return self.classifier_head(global_pool(final_features), training=bool(training))
+
+    # ------------------------------------------------------- parts by their old names
+    @property
+    def atrous_rates(self) -> Tuple[int, ...]:
+        """The ASPP rates."""
+        return self.aspp.atrous_rates
+
+    @property
+    def aspp_separable(self) -> List[keras.layers.Layer]:
+        """The ASPP's separable branches `aspp1, aspp2, ...`."""
+        return list(self.aspp.separable)
+
+    @property
+    def concat_projection_dropout(self) -> keras.layers.Dropout:
+        """The dropout after the ASPP projection."""
+        return self.aspp.dropout
+
+    @property
+    def classifier(self) -> keras.layers.Conv2D:
+        """The image classifier's 1x1 convolution (`<network>/logits`)."""
+        return self.classifier_head.classifier
+
+    @property
+    def classifier_dropout(self) -> keras.layers.Dropout:
+        """The dropout before the image classifier (`prelogits_dropout`)."""
+        return self.classifier_head.dropout
 
     @property
     def classifier_kernel(self) -> tf.Tensor:
         """The classifier's 1x1 kernel as `[F, C - 1]` (F = depth of `final`)."""
-        kernel = self.classifier.kernel
-        return tf.reshape(kernel, [kernel.shape[2], kernel.shape[3]])
+        return self.classifier_head.kernel_matrix
 
     # ------------------------------------------------------------ variable naming
     def tf1_variable_table(self) -> List[Tuple[keras.Variable, str]]:
@@ -280,11 +207,10 @@ class DeepLabV3Plus(keras.Model):
         """
         prefix = f"{self.backbone.tf1_scope}/"
         table = list(collect_tf1_variables(self.backbone.tf1_layers(), prefix))
-        table.append((self.classifier.kernel, f"{prefix}logits/weights"))
-        table.append((self.classifier.bias, f"{prefix}logits/biases"))
-        head = [self.image_pooling, self.aspp0, *self.aspp_separable, self.concat_projection,
-                *self.decoder_layers]
-        table.extend(collect_tf1_variables(head))
+        table.extend(self.classifier_head.tf1_variables(prefix))
+        table.extend(self.aspp.tf1_variables())
+        if self.decoder is not None:
+            table.extend(self.decoder.tf1_variables())
         table.append((self.semantic_logits.kernel, "logits/semantic/weights"))
         table.append((self.semantic_logits.bias, "logits/semantic/biases"))
         return table
@@ -370,10 +296,14 @@ def build_deeplab(
         atrous_rates = default_atrous_rates(output_stride)
     policy = keras.dtype_policies.get(dtype) if dtype is not None else None
     with batch_norm_overrides(batch_norm_decay, synchronized_batch_norm):
-        model = _construct(backbone, num_classes, output_stride, atrous_rates,
-                           decoder_output_stride, multi_grid, width_multiplier,
-                           middle_flow_units, resnet_units_per_block, fine_tune_batch_norm,
-                           classifier_dropout_rate, aspp_dropout_rate, policy, name)
+        net = build_backbone(backbone, output_stride, multi_grid, width_multiplier,
+                             middle_flow_units, resnet_units_per_block, policy)
+        model = DeepLabV3Plus(
+            net, num_classes=num_classes, output_stride=output_stride,
+            atrous_rates=atrous_rates, decoder_output_stride=decoder_output_stride,
+            width_multiplier=width_multiplier, fine_tune_batch_norm=fine_tune_batch_norm,
+            classifier_dropout_rate=classifier_dropout_rate,
+            aspp_dropout_rate=aspp_dropout_rate, name=name, dtype=policy)
     model(tf.zeros([1, build_input_size, build_input_size, 3], tf.float32), training=False)
     return model
 
@@ -423,24 +353,3 @@ def build_backbone(
         dtype=policy,
     )
 
-
-def _construct(backbone, num_classes, output_stride, atrous_rates, decoder_output_stride,
-               multi_grid, width_multiplier, middle_flow_units, resnet_units_per_block,
-               fine_tune_batch_norm, classifier_dropout_rate, aspp_dropout_rate, policy, name):
-    """Constructs (without building) the backbone and the DeepLabv3+ model."""
-    net = build_backbone(backbone, output_stride, multi_grid, width_multiplier,
-                         middle_flow_units, resnet_units_per_block, policy)
-    model = DeepLabV3Plus(
-        net,
-        num_classes=num_classes,
-        output_stride=output_stride,
-        atrous_rates=atrous_rates,
-        decoder_output_stride=decoder_output_stride,
-        width_multiplier=width_multiplier,
-        fine_tune_batch_norm=fine_tune_batch_norm,
-        classifier_dropout_rate=classifier_dropout_rate,
-        aspp_dropout_rate=aspp_dropout_rate,
-        name=name,
-        dtype=policy,
-    )
-    return model

@@ -13,6 +13,10 @@ instead of being typed by hand. The conventions follow DeepLab's code
 * strided convolutions of the backbones pad explicitly ("fixed padding") and then
   run with VALID padding, so that the result does not depend on whether the input size
   is even or odd; stride-1 convolutions use SAME padding.
+
+`head_conv_bn` and `head_separable_conv` are the head's versions of these blocks (BatchNorm
+epsilon 1e-5, DeepLab's initialisers), and `ScopelessLayer` groups the head's parts into
+layers without changing any variable path.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ import keras
 import tensorflow as tf
 
 BATCH_NORM_SUFFIXES = ("gamma", "beta", "moving_mean", "moving_variance")
+# BatchNorm of the DeepLabv3+ head (ASPP, decoder): DeepLab's `model.py` values.
+HEAD_BN_EPSILON = 1e-5
+HEAD_BN_MOMENTUM = 0.9997
 
 
 def scale_dimension(dim: Union[int, tf.Tensor], scale: float) -> Union[int, tf.Tensor]:
@@ -42,27 +49,6 @@ def scale_dimension(dim: Union[int, tf.Tensor], scale: float) -> Union[int, tf.T
     if isinstance(dim, (tf.Tensor, tf.Variable)):
         return tf.cast((tf.cast(dim, tf.float32) - 1.0) * scale + 1.0, tf.int32)
     return int((float(dim) - 1.0) * scale + 1.0)
-
-
-def resize_bilinear(images: tf.Tensor, size) -> tf.Tensor:
-    """Bilinear resize with TF1 `align_corners=True` semantics, keeping the input dtype.
-
-    TF2's `tf.image.resize` has no `align_corners`; the TF1 kernel is still available as
-    `tf.compat.v1.image.resize_bilinear` and is what DeepLab calls.
-
-    Args:
-        images: `[B, H, W, C]` tensor.
-        size: `(new_height, new_width)`, ints or scalar int tensors.
-
-    Returns:
-        The resized tensor with the dtype of `images`.
-    """
-    size = tf.stack([tf.cast(size[0], tf.int32), tf.cast(size[1], tf.int32)])
-    # The kernel behind tf.compat.v1.image.resize_bilinear, without its deprecation log.
-    resized = tf.raw_ops.ResizeBilinear(
-        images=images, size=size, align_corners=True, half_pixel_centers=False
-    )
-    return tf.cast(resized, images.dtype)
 
 
 def fixed_padding(inputs: tf.Tensor, kernel_size: int, rate: int = 1) -> tf.Tensor:
@@ -104,6 +90,29 @@ class TF1Named:
     def tf1_variables(self) -> Iterator[Tuple[keras.Variable, str]]:
         """Yields `(variable, tf1_name)` pairs, names relative to the owner's scope."""
         raise NotImplementedError
+
+
+class ScopelessLayer(keras.layers.Layer):
+    """A layer that groups sublayers without adding a level to their variable paths.
+
+    Keras names a variable after the layers whose calls enclose its creation: the sublayer
+    `aspp0` of a layer `aspp` in the model `deeplab` would own `deeplab/aspp/aspp0/conv/kernel`.
+    The parts of the DeepLabv3+ head (ASPP, decoder, image classifier) were attributes of the
+    model itself when project checkpoints were first written, and those checkpoints key every
+    variable by its path (`wss.experiment.VariableStore`). A part built on this class opens no
+    name scope of its own, so its sublayers keep the paths they had (`deeplab/aspp0/...`), and
+    its own `path` is its parent's. It must not own variables directly, only through sublayers.
+
+    Keras 3 opens a layer's scope in `Layer._open_name_scope`, which this class overrides;
+    `tests/test_models.py` pins the resulting paths, so a change in Keras shows up there.
+    """
+
+    def _open_name_scope(self):
+        return contextlib.nullcontext()
+
+    def build(self, input_shape):
+        # Sublayers build on their first call; this skips Keras' symbolic trial run.
+        self.built = True
 
 
 class FusedBatchNormalization(keras.layers.BatchNormalization):
@@ -352,6 +361,43 @@ class SeparableConvBN(keras.layers.Layer, TF1Named):
         yield self.depthwise.kernel, f"{scope}/depthwise_weights"
         yield from _batch_norm_variables(self.depthwise_bn, scope)
         yield from self.pointwise.tf1_variables()
+
+
+def head_conv_bn(filters: int, tf1_scope: str, dtype=None) -> ConvBN:
+    """A 1x1 conv + BatchNorm + ReLU of the DeepLabv3+ head (image pooling, ASPP projections).
+
+    Args:
+        filters: Output channels.
+        tf1_scope: DeepLab's scope (`aspp0`, `decoder/feature_projection0`); the Keras name is
+            the scope with `/` replaced by `_`.
+        dtype: Keras dtype policy.
+
+    Returns:
+        The `ConvBN` layer.
+    """
+    return ConvBN(filters, 1, tf1_scope=tf1_scope, bn_epsilon=HEAD_BN_EPSILON,
+                  bn_momentum=HEAD_BN_MOMENTUM, name=tf1_scope.replace("/", "_"), dtype=dtype)
+
+
+def head_separable_conv(filters: int, rate: int, tf1_scope: str, dtype=None) -> SeparableConvBN:
+    """A split separable 3x3 conv of the DeepLabv3+ head (`aspp1..3`, `decoder_conv0/1`).
+
+    Args:
+        filters: Output channels.
+        rate: Atrous rate of the depthwise convolution.
+        tf1_scope: DeepLab's scope (`aspp1`, `decoder/decoder_conv0`); the Keras name is the
+            scope with `/` replaced by `_`.
+        dtype: Keras dtype policy.
+
+    Returns:
+        The `SeparableConvBN` layer, initialised as DeepLab's `split_separable_conv2d`.
+    """
+    return SeparableConvBN(
+        filters, tf1_scope=tf1_scope, rate=rate, bn_epsilon=HEAD_BN_EPSILON,
+        bn_momentum=HEAD_BN_MOMENTUM,
+        depthwise_initializer=keras.initializers.TruncatedNormal(stddev=0.33),
+        pointwise_initializer=keras.initializers.TruncatedNormal(stddev=0.06),
+        name=tf1_scope.replace("/", "_"), dtype=dtype)
 
 
 def collect_tf1_variables(
