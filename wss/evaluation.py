@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from wss import metrics
+from wss import metrics, run_files
 from wss.resize import resize_bilinear
 
 
@@ -110,7 +110,7 @@ def evaluate_model(model, dataset, num_classes, scales=(1.0,), flip=False, class
 
 def write_results(results, checkpoint_path):
     """Writes evaluation results as JSON next to the checkpoint; returns the file path."""
-    path = f"{checkpoint_path}.eval.json"
+    path = f"{checkpoint_path}{run_files.EVAL_SUFFIX}"
     temp = path + ".tmp"
     with tf.io.gfile.GFile(temp, "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)
@@ -129,7 +129,7 @@ def format_results(results):
 
 def results_path(checkpoint_path):
     """Where `write_results` puts the results of `checkpoint_path`."""
-    return f"{checkpoint_path}.eval.json"
+    return f"{checkpoint_path}{run_files.EVAL_SUFFIX}"
 
 
 def evaluated(checkpoint_path):

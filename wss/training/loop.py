@@ -37,16 +37,16 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from wss import optim
+from wss import optim, run_files
 from wss import strategy as strategy_lib
 from wss.training import checkpointing, rundir
 
 CONFIG_FILENAME = "config.gin"
 OPERATIVE_CONFIG_FILENAME = "operative_config.gin"
-RESULT_FILENAME = "train_result.json"
+RESULT_FILENAME = run_files.RESULT_FILENAME
 # Exit status of `wss.train` / `wss.pretrain` after a SIGTERM (preemption) that saved a
-# checkpoint: sysexits.h's EX_TEMPFAIL, "try again later". Rerunning the command resumes.
-PREEMPTED_EXIT_CODE = 75
+# checkpoint (75, sysexits.h's EX_TEMPFAIL); defined in `wss.run_files` for the launchers.
+PREEMPTED_EXIT_CODE = run_files.PREEMPTED_EXIT_CODE
 
 
 class NonFiniteLossError(FloatingPointError):
