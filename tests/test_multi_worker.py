@@ -94,6 +94,7 @@ def test_launcher_builds_tf_config_and_rejects_bad_flags():
     assert failed.returncode == 2 and "--hosts: 'h0:x' is not host:port" in failed.stderr
 
 
+@pytest.mark.slow
 def test_two_workers_on_loopback_end_with_identical_weights(tmp_path):
     data_dir = str(tmp_path / "data")
     synthetic.generate(data_dir, seed=3, num_train=64, num_val=6, height=40, width=40)

@@ -268,6 +268,7 @@ def tiny_own_bindings(own_dir, steps=2, extra=()):
     ]
 
 
+@pytest.mark.slow
 def test_own_semi_trains_evaluates_and_reports_best_and_last(own_records, tmp_path, capsys):
     experiment.parse_experiment_config(
         gin_files=["own_semi.gin"], gin_bindings=tiny_own_bindings(str(own_records)),

@@ -135,6 +135,7 @@ def _pretrain_bindings(data_dir, steps):
     ]
 
 
+@pytest.mark.slow
 def test_pretrain_resumes_and_warm_starts_segmentation(tmp_path):
     data_dir = str(tmp_path / "cls")
     synthetic_classification.generate(data_dir, num_train=16, num_val=4, height=32, width=32,

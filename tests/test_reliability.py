@@ -179,6 +179,7 @@ def test_stale_temporaries_are_removed_but_nothing_else(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["ckpt-6.eval.json", "ckpt-6.index", "config.gin"]
 
 
+@pytest.mark.slow
 def test_sigterm_exits_with_the_preemption_code_after_cleaning_temporaries(tiny_data,
                                                                            tmp_path):
     logdir = tmp_path / "run"
@@ -210,6 +211,7 @@ def test_sigterm_exits_with_the_preemption_code_after_cleaning_temporaries(tiny_
 # ------------------------------------------------------------------ resume
 
 
+@pytest.mark.slow
 def test_resume_falls_back_to_the_newest_intact_checkpoint_and_names_a_foreign_one(
         tiny_data, tmp_path, capsys):
     logdir = str(tmp_path)
@@ -341,6 +343,7 @@ def test_truncated_record_file_met_during_pretraining_is_named(tiny_data, tmp_pa
         pretraining.pretrain(str(tmp_path / "run"))
 
 
+@pytest.mark.slow
 def test_corrupt_png_inside_a_record_is_named(tiny_data, tmp_path):
     feature = {
         records.IMAGE_ENCODED: records._bytes_feature(b"\x89PNG\r\n\x1a\n" + b"garbage" * 50),

@@ -252,6 +252,7 @@ def configure(gin_file, data_dir, steps, extra=()):
         finalize=False)
 
 
+@pytest.mark.slow
 def test_self_training_run_trains_and_reuses_its_pseudo_labels(tiny_data, tmp_path, capsys):
     teacher_dir = str(tmp_path / "teacher")
     configure("demo_supervised.gin", tiny_data, steps=1)

@@ -112,6 +112,7 @@ def test_dry_run_prints_one_command_per_trial(tmp_path):
     assert f"--sweep='{LR}=0.01': the values must be a bracketed list" in result.stderr
 
 
+@pytest.mark.slow
 def test_sweep_runs_skips_finished_and_summarizes(sweep_data, tmp_path):
     root = tmp_path / "sweep"
     args = [*_common_args(sweep_data), *GRID, f"--root_dir={root}", "--max_parallel=2"]
@@ -166,6 +167,7 @@ def test_sweep_runs_skips_finished_and_summarizes(sweep_data, tmp_path):
     assert summary.returncode == 0 and "4 of 4 trials finished" in summary.stdout
 
 
+@pytest.mark.slow
 def test_failed_trial_is_reported_and_retried(sweep_data, tmp_path):
     root = tmp_path / "sweep"
     # A mode that does not exist fails after gin parsing, before any model is built.

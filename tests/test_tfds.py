@@ -115,6 +115,7 @@ def test_unknown_feature_and_unprepared_dataset_are_named(tmp_path):
         pipeline.read_records(_pets(data_dir=str(tmp_path)))
 
 
+@pytest.mark.slow
 def test_tfds_streams_train_and_evaluate(tmp_path):
     bindings = [
         "NUM_CLASSES = 2",

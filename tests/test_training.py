@@ -94,6 +94,7 @@ def assert_released(created):
 
 
 @pytest.mark.parametrize("mode", ["supervised", "semi", "weak"])
+@pytest.mark.slow
 def test_modes_run_on_two_replicas_with_finite_losses(tiny_data, tmp_path, mode,
                                                       input_resources):
     configure(tiny_data, mode=mode, steps=2)
@@ -123,6 +124,7 @@ def test_modes_run_on_two_replicas_with_finite_losses(tiny_data, tmp_path, mode,
     assert os.path.exists(tmp_path / experiment.CONFIG_FILENAME)
 
 
+@pytest.mark.slow
 def test_supervised_overfits_four_images_and_evaluation_sees_it(tiny_data, tmp_path):
     """Four labelled images without scale augmentation: the model must fit them.
 
@@ -168,6 +170,7 @@ def test_supervised_overfits_four_images_and_evaluation_sees_it(tiny_data, tmp_p
     assert results["miou"] > max(0.4, 2 * background_baseline / num_present), report
 
 
+@pytest.mark.slow
 def test_resume_then_non_finite_loss_keeps_last_good_checkpoint(tiny_data, tmp_path,
                                                                 input_resources):
     extra = ["make_strategy.devices = ['/cpu:0']", "train.image_summary_every = 0"]
@@ -192,6 +195,7 @@ def test_resume_then_non_finite_loss_keeps_last_good_checkpoint(tiny_data, tmp_p
 
 
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+@pytest.mark.slow
 def test_mixed_precision_trains_in_low_precision_and_restores_policy(
         tiny_data, tmp_path, monkeypatch, policy):
     """Float32 variables, low-precision compute, a loadable checkpoint, no leaked policy."""
@@ -259,6 +263,7 @@ def _final_weights(logdir):
     return {n: reader.get_tensor(n) for n in names}
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_run_matches_uninterrupted(tiny_data, tmp_path):
     extra = ["train.deterministic = True", "train.seed = 7",
              "train.image_summary_every = 0", "make_strategy.devices = ['/cpu:0']"]
@@ -318,6 +323,7 @@ def test_evaluation_of_known_predictions_gives_hand_computed_miou():
     assert results["pixel_accuracy"] == pytest.approx(2 / 3)
 
 
+@pytest.mark.slow
 def test_export_reloads_without_wss_and_matches(tiny_data, tmp_path):
     configure(tiny_data, mode="supervised", steps=1)
     logdir = str(tmp_path / "run")
@@ -352,6 +358,7 @@ def test_export_reloads_without_wss_and_matches(tiny_data, tmp_path):
     np.testing.assert_array_equal(served, expected)
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_resumes(tiny_data, tmp_path):
     logdir = str(tmp_path / "run")
     command = [sys.executable, "-m", "wss.train", "--gin_file=demo.gin", f"--logdir={logdir}"]
@@ -383,6 +390,7 @@ def test_sigkill_then_rerun_resumes(tiny_data, tmp_path):
         assert json.load(f)["step"] == step + 2
 
 
+@pytest.mark.slow
 def test_cli_exits_promptly_after_training_on_two_replicas(tiny_data, tmp_path):
     """`python -m wss.train` on 2 logical CPUs exits without waiting on tf.data teardown.
 
