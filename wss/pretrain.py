@@ -15,42 +15,17 @@ DeepLab's own ImageNet checkpoints. Rerunning the same command resumes. Exit sta
 import os
 import sys
 
-from absl import app, flags
+from absl import app
 
-from wss import experiment
-from wss import strategy as strategy_lib
 from wss.tasks import pretraining
-from wss.training import loop
-
-FLAGS = flags.FLAGS
-
-
-def define_flags():
-    """Defines this tool's command-line flags."""
-    flags.DEFINE_multi_string("gin_file", None, "Gin config files or packaged config names.")
-    flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'pretrain.num_steps = 10'.")
-    flags.DEFINE_string("logdir", None, "Log directory (default: runs/<first gin file name>).")
-    flags.DEFINE_enum("strategy", None, list(strategy_lib.STRATEGIES),
-                      "Distribution strategy (overrides make_strategy.name).")
-    flags.DEFINE_string("tpu", None, "TPU address for --strategy=tpu ('local' on a TPU VM).")
-    flags.mark_flag_as_required("gin_file")
+from wss.training import cli
 
 
 def main(argv):
     del argv
-    try:
-        bindings = list(FLAGS.gin_bindings) + strategy_lib.flag_bindings(FLAGS.strategy,
-                                                                          FLAGS.tpu)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
-    experiment.parse_experiment_config(None, FLAGS.gin_file, bindings)
-    logdir = FLAGS.logdir or os.path.join(
-        "runs", os.path.splitext(os.path.basename(FLAGS.gin_file[0]))[0])
-    result = pretraining.pretrain(logdir)
-    if not result["finished"]:
-        reason = "by SIGTERM" if result["preempted"] else "(pretrain.steps_per_run)"
-        print(f"Stopped {reason} at step {result['step']}; rerun the same command to resume.")
-        return loop.PREEMPTED_EXIT_CODE if result["preempted"] else 0
+    result, _, exit_code = cli.run_from_flags(pretraining.pretrain, "pretrain.steps_per_run")
+    if exit_code is not None:
+        return exit_code
     if "tf1_checkpoint" in result:
         print(f"\nInitial checkpoint: {os.path.abspath(result['tf1_checkpoint'])}")
         print(f"Use it with --gin_bindings=\"train.init_checkpoint = "
@@ -58,5 +33,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
+    cli.define_flags("pretrain.num_steps = 10")
     app.run(main, argv=sys.argv)

@@ -16,41 +16,17 @@ Exit status: 0 when training finished (or stopped at `train.steps_per_run`), 75
 import os
 import sys
 
-from absl import app, flags
+from absl import app
 
-from wss import experiment, trainer
-from wss import strategy as strategy_lib
-from wss.training import loop, rundir
-
-FLAGS = flags.FLAGS
-
-
-def define_flags():
-    """Defines this tool's command-line flags."""
-    flags.DEFINE_multi_string("gin_file", None, "Gin config files or packaged config names.")
-    flags.DEFINE_multi_string("gin_bindings", [], "Gin bindings, e.g. 'train.num_steps = 10'.")
-    flags.DEFINE_string("logdir", None, "Log directory (default: runs/<first gin file name>).")
-    flags.DEFINE_enum("strategy", None, list(strategy_lib.STRATEGIES),
-                      "Distribution strategy (overrides make_strategy.name).")
-    flags.DEFINE_string("tpu", None, "TPU address for --strategy=tpu ('local' on a TPU VM).")
-    flags.mark_flag_as_required("gin_file")
+from wss import trainer
+from wss.training import cli, rundir
 
 
 def main(argv):
     del argv
-    try:
-        bindings = list(FLAGS.gin_bindings) + strategy_lib.flag_bindings(FLAGS.strategy,
-                                                                          FLAGS.tpu)
-    except ValueError as e:
-        raise app.UsageError(str(e)) from None
-    experiment.parse_experiment_config(None, FLAGS.gin_file, bindings)
-    logdir = FLAGS.logdir or os.path.join(
-        "runs", os.path.splitext(os.path.basename(FLAGS.gin_file[0]))[0])
-    result = trainer.train(logdir)
-    if not result["finished"]:
-        reason = "by SIGTERM" if result["preempted"] else "(train.steps_per_run)"
-        print(f"Stopped {reason} at step {result['step']}; rerun the same command to resume.")
-        return loop.PREEMPTED_EXIT_CODE if result["preempted"] else 0
+    result, logdir, exit_code = cli.run_from_flags(trainer.train, "train.steps_per_run")
+    if exit_code is not None:
+        return exit_code
     if not result["chief"]:  # Only the chief evaluates and exports, after its final save.
         return
     with rundir.LogdirLock(logdir):  # Evaluation and export write there too.
@@ -65,5 +41,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
+    cli.define_flags("train.num_steps = 10")
     app.run(main, argv=sys.argv)
