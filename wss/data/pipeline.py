@@ -135,13 +135,8 @@ def _selected_ids(spec: DatasetSpec, files: Sequence[str], check_ids: bool):
     if spec.split_file:
         keep = splits.read_split_file(spec.split_file)
         if check_ids:
-            present = record_ids(tuple(files))
-            missing = [i for i in keep if i not in present]
-            if missing:
-                shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-                raise ValueError(
-                    f"{len(missing)} id(s) of split file {spec.split_file} are not in the "
-                    f"records {spec.file_pattern}: {shown}")
+            splits.check_ids_present(keep, record_ids(tuple(files)), spec.split_file,
+                                     f"the records {spec.file_pattern}")
     if spec.exclude_file:
         drop = splits.read_split_file(spec.exclude_file)
     return keep, drop

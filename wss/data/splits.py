@@ -43,6 +43,25 @@ def read_split_file(path: str) -> List[str]:
     return ids
 
 
+def check_ids_present(ids: Sequence[str], present, split_file: str, source: str) -> None:
+    """Fails naming the split file and the first missing ids when some are not in the data.
+
+    Args:
+      ids: the split file's ids.
+      present: the ids the data has (a set or frozenset).
+      split_file: the split file's path (for the message).
+      source: what was searched, e.g. "the records PATTERN" (for the message).
+
+    Raises:
+      ValueError: if an id of `ids` is not in `present`.
+    """
+    missing = [i for i in ids if i not in present]
+    if missing:
+        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise ValueError(
+            f"{len(missing)} id(s) of split file {split_file} are not in {source}: {shown}")
+
+
 def write_split_file(ids: Iterable[str], path: str) -> None:
     """Writes ids one per line (atomically: temporary file, then rename)."""
     directory = os.path.dirname(path)

@@ -142,13 +142,7 @@ class TFDSSource:
         if self.split_file:
             keep = splits.read_split_file(self.split_file)
             if check_ids:
-                present = self.ids()
-                missing = [i for i in keep if i not in present]
-                if missing:
-                    shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-                    raise ValueError(
-                        f"{len(missing)} id(s) of split file {self.split_file} are not in "
-                        f"{self.describe()}: {shown}")
+                splits.check_ids_present(keep, self.ids(), self.split_file, self.describe())
         if self.exclude_file:
             drop = splits.read_split_file(self.exclude_file)
         ds = self.serialized(shuffle_files, seed, deterministic)
