@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from wss import experiment, metrics, visualize
 from wss.data import pipeline
-from wss.objective import MODES, PseudoSegObjective
+from wss.objective import MODES, ONLINE_PSEUDO_LABEL_MODES, PseudoSegObjective
 from wss.training.task import StepOutput, Task
 
 
@@ -84,7 +84,7 @@ class SegmentationTask(Task):
     @property
     def semi(self):
         """Whether pseudo labels are made online (semi and weak modes: PseudoSeg itself)."""
-        return self.mode in ("semi", "weak")
+        return self.mode in ONLINE_PSEUDO_LABEL_MODES
 
     @property
     def self_training(self):
