@@ -228,6 +228,68 @@ def _wait_for_marker(directory, wait_secs):
         time.sleep(min(10.0, max(wait_secs, 0.1)))
 
 
+def _check_settings(threshold, scales, num_shards):
+    """Fails naming the `self_training` binding whose value is out of range."""
+    config_lib.check_number("self_training.threshold", threshold, minimum=0.0, maximum=1.0,
+                            exclusive_maximum=True)
+    if not isinstance(scales, (list, tuple)) or not scales:
+        raise ValueError(f"self_training.scales={scales!r}: expected a non-empty tuple")
+    for scale in scales:
+        config_lib.check_number("self_training.scales", scale, minimum=0.0,
+                                exclusive_minimum=True)
+    config_lib.check_int("self_training.num_shards", num_shards, minimum=1)
+
+
+def _label_with_teacher(checkpoint, spec, num_classes, output_dir, threshold, scales, flip,
+                        num_shards):
+    """Restores the teacher in float32 and writes its labels; the previous policy is restored.
+
+    Returns:
+      The counts of `write_pseudo_labels`.
+    """
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        teacher = _load_teacher(checkpoint, num_classes)
+        return write_pseudo_labels(teacher, spec, num_classes, output_dir, threshold, scales,
+                                   flip, num_shards)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+
+def _make_pseudo_labels(output_dir, checkpoint, spec, num_classes, settings, threshold, scales,
+                        flip, num_shards):
+    """The chief's write: clears an incomplete `output_dir`, labels, then writes the marker.
+
+    Returns:
+      The marker dict (see `prepare_pseudo_labels`).
+
+    Raises:
+      ValueError: `spec` holds no image.
+    """
+    if tf.io.gfile.exists(output_dir):
+        print(f"Removing the incomplete pseudo labels in {output_dir} (an interrupted write)",
+              flush=True)
+        tf.io.gfile.rmtree(output_dir)
+    tf.io.gfile.makedirs(output_dir)
+    print(f"Making pseudo labels with the teacher {checkpoint} (confidence > {threshold}) for "
+          f"{pipeline.describe_spec(spec)}", flush=True)
+    start = time.time()
+    summary = _label_with_teacher(checkpoint, spec, num_classes, output_dir, threshold, scales,
+                                  flip, num_shards)
+    if summary["num_images"] == 0:
+        raise ValueError(f"no unlabelled image to pseudo-label in "
+                         f"{pipeline.describe_spec(spec)}")
+    marker = dict(summary, settings=settings, teacher_checkpoint_path=checkpoint,
+                  seconds=round(time.time() - start, 1))
+    rundir.write_atomic(os.path.join(output_dir, MARKER_FILENAME),
+                        json.dumps(marker, indent=2))
+    logging.info("Pseudo labels written to %s", output_dir)
+    print(f"Pseudo labels in {output_dir}: {_describe(marker)} ({marker['seconds']} s)",
+          flush=True)
+    return marker
+
+
 @gin.configurable("self_training",
                   denylist=["output_dir", "teacher_checkpoint", "spec", "num_classes", "chief"])
 def prepare_pseudo_labels(output_dir, teacher_checkpoint, spec, num_classes, chief=True,
@@ -265,14 +327,7 @@ def prepare_pseudo_labels(output_dir, teacher_checkpoint, spec, num_classes, chi
       wss.training.checkpointing.CheckpointMismatchError: the teacher has another model.
       TimeoutError: a non-chief worker waited `wait_secs` in vain.
     """
-    config_lib.check_number("self_training.threshold", threshold, minimum=0.0, maximum=1.0,
-                            exclusive_maximum=True)
-    if not isinstance(scales, (list, tuple)) or not scales:
-        raise ValueError(f"self_training.scales={scales!r}: expected a non-empty tuple")
-    for scale in scales:
-        config_lib.check_number("self_training.scales", scale, minimum=0.0,
-                                exclusive_minimum=True)
-    config_lib.check_int("self_training.num_shards", num_shards, minimum=1)
+    _check_settings(threshold, scales, num_shards)
     settings = _settings(teacher_checkpoint, spec, threshold, scales, flip)
     marker = read_marker(output_dir) if chief else _wait_for_marker(output_dir, wait_secs)
     if marker is not None:
@@ -281,30 +336,5 @@ def prepare_pseudo_labels(output_dir, teacher_checkpoint, spec, num_classes, chi
               f"{marker['teacher_checkpoint_path']}): {_describe(marker)}", flush=True)
         return marker
     checkpoint = _resolve_teacher(teacher_checkpoint)
-    if tf.io.gfile.exists(output_dir):
-        print(f"Removing the incomplete pseudo labels in {output_dir} (an interrupted write)",
-              flush=True)
-        tf.io.gfile.rmtree(output_dir)
-    tf.io.gfile.makedirs(output_dir)
-    print(f"Making pseudo labels with the teacher {checkpoint} (confidence > {threshold}) for "
-          f"{pipeline.describe_spec(spec)}", flush=True)
-    start = time.time()
-    previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("float32")
-    try:
-        teacher = _load_teacher(checkpoint, num_classes)
-        summary = write_pseudo_labels(teacher, spec, num_classes, output_dir, threshold,
-                                      scales, flip, num_shards)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
-    if summary["num_images"] == 0:
-        raise ValueError(f"no unlabelled image to pseudo-label in "
-                         f"{pipeline.describe_spec(spec)}")
-    marker = dict(summary, settings=settings, teacher_checkpoint_path=checkpoint,
-                  seconds=round(time.time() - start, 1))
-    rundir.write_atomic(os.path.join(output_dir, MARKER_FILENAME),
-                        json.dumps(marker, indent=2))
-    logging.info("Pseudo labels written to %s", output_dir)
-    print(f"Pseudo labels in {output_dir}: {_describe(marker)} ({marker['seconds']} s)",
-          flush=True)
-    return marker
+    return _make_pseudo_labels(output_dir, checkpoint, spec, num_classes, settings, threshold,
+                               scales, flip, num_shards)

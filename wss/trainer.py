@@ -31,46 +31,32 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
           teacher_checkpoint=None):
     """Trains PseudoSeg (or a baseline) and returns the final step's losses.
 
-    Batch sizes are per replica: the global batch is `num_replicas * labelled_batch_size`
-    labelled plus as many unlabelled images. The learning rate (`make_optimizer`) is per step,
-    whatever the number of replicas.
-
     Args:
       logdir: checkpoints, TensorBoard events and the gin config go here.
-      mode: `supervised` (labelled stream only), `semi` (labelled + unlabelled), `weak`
-        (labelled + image-labelled) or `self_training` (labelled + the unlabelled images with
-        a supervised teacher's offline pseudo labels; `wss.self_training`).
-      num_steps: total optimizer steps (also the poly decay length).
-      labelled_batch_size: labelled images per replica.
-      unlabelled_batch_size: unlabelled, image-labelled or pseudo-labelled images per replica.
+      mode: `supervised` (labelled stream only), `semi` (+ unlabelled), `weak` (+ image-
+        labelled) or `self_training` (+ the unlabelled images with a supervised teacher's
+        offline pseudo labels; `wss.self_training`).
+      num_steps, log_every, summary_every, image_summary_every, checkpoint_every,
+        max_to_keep, seed, deterministic, steps_per_run, strategy: the loop's options, as in
+        `wss.training.loop.LoopOptions` (`num_steps` is also the poly decay length).
+      labelled_batch_size, unlabelled_batch_size: images per replica of each stream (the
+        global batch is the number of replicas times these; the learning rate of
+        `make_optimizer` is per step whatever the number of replicas).
       crop_size: training crop (height, width).
       num_classes: classes including background.
-      labelled_pattern: TFRecord pattern of the labelled stream, or a source such as
-        `@labelled/tfds_dataset()` (`wss.data.tfds_source`; also for the unlabelled pattern).
-      labelled_split: optional split file of labelled ids.
-      unlabelled_pattern: TFRecord pattern of the unlabelled / image-labelled stream.
-      unlabelled_split: optional split file of its ids.
-      strategy: a `tf.distribute.Strategy`; default `make_strategy()` (gin-configurable).
-      log_every: steps between progress lines.
-      summary_every: steps between TensorBoard scalar summaries.
-      image_summary_every: steps between image summaries (0 disables them).
-      checkpoint_every: steps between checkpoints.
-      max_to_keep: checkpoints kept.
-      init_checkpoint: a DeepLab TF1 checkpoint (DeepLab's ImageNet or model-zoo checkpoints,
-        or `wss.pretrain`'s export) to warm-start from when `logdir` has no checkpoint yet.
+      labelled_pattern, unlabelled_pattern: TFRecord patterns of the labelled and unlabelled /
+        image-labelled streams, or sources such as `@labelled/tfds_dataset()` (`tfds_source`).
+      labelled_split, unlabelled_split: optional split files of their ids.
+      init_checkpoint: a DeepLab TF1 checkpoint (DeepLab's ImageNet or model-zoo ones, or
+        `wss.pretrain`'s export) to warm-start from when `logdir` has no checkpoint yet.
       initialize_last_layer: also load the logits layers from `init_checkpoint` (DeepLab's
         flag; False by default, as when the number of classes differs).
-      seed: global random seed (weights, augmentation, shuffling).
-      deterministic: enable TensorFlow op determinism (slower; for reproducibility tests).
-      mixed_precision_policy: None, `mixed_bfloat16` (TPU) or `mixed_float16` (GPU; use with
-        `make_optimizer.loss_scale = True`). It is Keras's global policy during this call only;
-        the previous one is restored on return or error. Steps whose loss-scaled gradients
-        overflow are skipped by the optimizer and not counted.
+      mixed_precision_policy: None, `mixed_bfloat16` (TPU) or `mixed_float16` (GPU, with
+        `make_optimizer.loss_scale = True`): Keras's global policy during this call only.
+        Steps whose loss-scaled gradients overflow are skipped and not counted.
       palette: colour palette of image summaries (`pascal` or `cityscapes`).
-      steps_per_run: stop this invocation after this many steps (with a checkpoint), e.g. to
-        fit a job time limit; rerunning continues. None trains to `num_steps`.
-      teacher_checkpoint: self-training (required there, unused otherwise): the log directory
-        or checkpoint path of a supervised run whose model (this config's model bindings)
+      teacher_checkpoint: required in self-training mode (else unused): the log directory or
+        checkpoint of a supervised run whose model (this config's model bindings)
         pseudo-labels the unlabelled images. The student still starts from `init_checkpoint`.
 
     Returns:

@@ -333,6 +333,137 @@ def _infer_num_classes(masked: Sequence[Entry], problems: List[str]) -> int:
     return max(top + 1, 2)
 
 
+def _class_names_and_count(class_names_file: Optional[str], num_classes: Optional[int]):
+    """The class names (or None) and the number of classes (or None: from the masks).
+
+    Raises:
+      BuildError: `num_classes` disagrees with the class-names file or is not in 2..255.
+    """
+    class_names = read_class_names(class_names_file) if class_names_file else None
+    if class_names is not None:
+        if num_classes is not None and num_classes != len(class_names):
+            raise BuildError(f"--num_classes={num_classes} but {class_names_file} names "
+                             f"{len(class_names)} classes")
+        num_classes = len(class_names)
+    if num_classes is not None and not 2 <= num_classes <= 255:
+        raise BuildError(f"--num_classes={num_classes}: must be in 2..255")
+    return class_names, num_classes
+
+
+def _check_image_label_ids(unmasked: Sequence[Entry], num_classes: int,
+                           image_labels: Optional[str], problems: List[str]) -> None:
+    """Adds a problem for each unmasked entry whose image labels are not classes."""
+    for entry in unmasked:
+        if entry.class_labels and max(entry.class_labels) >= num_classes:
+            problems.append(f"{image_labels}: image {entry.image_id!r} has class ids "
+                            f"{list(entry.class_labels)} beyond {num_classes - 1}")
+
+
+def _find_bad_entries(entries: Sequence[Entry], num_classes: int, problems: List[str],
+                      log) -> set:
+    """Reads and checks every entry; returns the ids of the bad ones (their problems added)."""
+    bad_ids = set()
+    for k, entry in enumerate(entries):
+        try:
+            encode_entry(entry, num_classes)
+        except records.RecordError as e:
+            problems.append(str(e))
+            bad_ids.add(entry.image_id)
+        if (k + 1) % 500 == 0:
+            log(f"checked {k + 1}/{len(entries)} images")
+    return bad_ids
+
+
+def _fail_or_skip(problems: Sequence[str], skip_bad: bool, log) -> None:
+    """Raises listing the problems, or with `skip_bad` logs them as skipped.
+
+    Raises:
+      BuildError: there are problems and `skip_bad` is False (the first 50 are listed).
+    """
+    if problems and not skip_bad:
+        shown = "\n  ".join(problems[:50])
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        raise BuildError(f"{len(problems)} problem(s) in the input files:\n  {shown}{more}\n"
+                         "Fix them, or pass --skip_bad to leave these files out.")
+    if problems:
+        log(f"skipping {len(problems)} bad file(s) (--skip_bad):")
+        for problem in problems:
+            log(f"  {problem}")
+
+
+def _write_records(output_dir: str, train_entries: Sequence[Entry],
+                   val_entries: Sequence[Entry], num_classes: int, num_shards: int) -> None:
+    """Writes `train-*` and `val-*` records (one shard per 1000 images unless `num_shards`)."""
+    os.makedirs(output_dir, exist_ok=True)
+    shards = num_shards or min(16, max(1, math.ceil(len(train_entries) / 1000)))
+    for split, entries, n in (("train", train_entries, shards),
+                              ("val", val_entries, max(1, math.ceil(len(val_entries) / 1000)))):
+        if not entries:
+            continue
+        records.write_records(
+            (encode_entry(e, num_classes) for e in entries), os.path.join(output_dir, split),
+            max(1, min(n, len(entries))))
+
+
+def _write_lists(output_dir: str, split_ids: Dict[str, Sequence[str]],
+                 class_names: Sequence[str], skipped: Sequence[str]) -> None:
+    """Writes the split files, `class_names.txt` and `skipped.txt` (removed when none)."""
+    for name, ids in split_ids.items():
+        splits.write_split_file(ids, os.path.join(output_dir, f"{name}.txt"))
+    with open(os.path.join(output_dir, "class_names.txt"), "w") as f:
+        f.write("".join(f"{n}\n" for n in class_names))
+    skipped_path = os.path.join(output_dir, "skipped.txt")
+    if skipped:
+        with open(skipped_path, "w") as f:
+            f.write("".join(f"{p}\n" for p in skipped))
+    elif os.path.exists(skipped_path):
+        os.remove(skipped_path)
+
+
+def _write_dataset_info(output_dir: str, info: Dict) -> None:
+    """Writes `dataset.json` atomically (a temporary file renamed into place)."""
+    temp = os.path.join(output_dir, DATASET_INFO + ".tmp")
+    with open(temp, "w") as f:
+        json.dump(info, f, indent=2)
+    os.replace(temp, os.path.join(output_dir, DATASET_INFO))
+
+
+def _sources(images_dir: str, masks_dir: str, unlabelled_dir: Optional[str],
+             image_labels: Optional[str]) -> Dict[str, Optional[str]]:
+    """The absolute paths of the inputs, as `dataset.json` records them."""
+    return {"images": os.path.abspath(images_dir), "masks": os.path.abspath(masks_dir),
+            "unlabelled": unlabelled_dir and os.path.abspath(unlabelled_dir),
+            "image_labels": image_labels and os.path.abspath(image_labels)}
+
+
+def _split_and_write(masked: List[Entry], unmasked: List[Entry], output_dir: str,
+                     num_classes: int, class_names: Optional[Sequence[str]],
+                     val_fraction: float, seed: int, num_shards: int,
+                     skipped: List[str]) -> Dict:
+    """Holds out the validation images, writes every output file; returns `dataset.json`."""
+    labelled_ids, val_ids = split_val([e.image_id for e in masked], val_fraction, seed)
+    val_set = set(val_ids)
+    train_entries = [e for e in masked if e.image_id not in val_set] + unmasked
+    val_entries = [e for e in masked if e.image_id in val_set]
+    _write_records(output_dir, train_entries, val_entries, num_classes, num_shards)
+    unlabelled_ids = [e.image_id for e in unmasked]
+    names = class_names or (["background"] + [f"class_{i}" for i in range(1, num_classes)])
+    _write_lists(output_dir, {"labelled": labelled_ids, "unlabelled": unlabelled_ids,
+                              "val": val_ids, "train": [e.image_id for e in train_entries]},
+                 names, skipped)
+    return {
+        "num_classes": num_classes,
+        "class_names": names,
+        "labelled": len(labelled_ids),
+        "unlabelled": len(unlabelled_ids),
+        "image_labelled": sum(1 for e in unmasked if e.class_labels is not None),
+        "val": len(val_ids),
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "skipped": skipped,
+    }
+
+
 def build(images_dir: str, masks_dir: str, output_dir: str, unlabelled_dir: Optional[str] = None,
           image_labels: Optional[str] = None, class_names_file: Optional[str] = None,
           num_classes: Optional[int] = None, val_fraction: float = 0.1, seed: int = 0,
@@ -363,14 +494,7 @@ def build(images_dir: str, masks_dir: str, output_dir: str, unlabelled_dir: Opti
       BuildError: listing every bad file (unless `skip_bad`).
       FileNotFoundError: a directory or file given does not exist.
     """
-    class_names = read_class_names(class_names_file) if class_names_file else None
-    if class_names is not None:
-        if num_classes is not None and num_classes != len(class_names):
-            raise BuildError(f"--num_classes={num_classes} but {class_names_file} names "
-                             f"{len(class_names)} classes")
-        num_classes = len(class_names)
-    if num_classes is not None and not 2 <= num_classes <= 255:
-        raise BuildError(f"--num_classes={num_classes}: must be in 2..255")
+    class_names, num_classes = _class_names_and_count(class_names_file, num_classes)
     masked, unmasked, problems, notes = plan(images_dir, masks_dir, unlabelled_dir,
                                              image_labels, class_names, num_classes,
                                              mask_suffix)
@@ -378,84 +502,22 @@ def build(images_dir: str, masks_dir: str, output_dir: str, unlabelled_dir: Opti
         num_classes = _infer_num_classes(masked, problems)
         notes.append(f"{num_classes} classes (the largest mask value + 1; give --class_names "
                      "or --num_classes to fix it)")
-    for entry in unmasked:
-        if entry.class_labels and max(entry.class_labels) >= num_classes:
-            problems.append(f"{image_labels}: image {entry.image_id!r} has class ids "
-                            f"{list(entry.class_labels)} beyond {num_classes - 1}")
+    _check_image_label_ids(unmasked, num_classes, image_labels, problems)
     for note in notes:
         log(f"note: {note}")
-
     # Every file is read and checked before anything is written.
-    bad_ids = set()
-    for k, entry in enumerate(masked + unmasked):
-        try:
-            encode_entry(entry, num_classes)
-        except records.RecordError as e:
-            problems.append(str(e))
-            bad_ids.add(entry.image_id)
-        if (k + 1) % 500 == 0:
-            log(f"checked {k + 1}/{len(masked) + len(unmasked)} images")
+    bad_ids = _find_bad_entries(masked + unmasked, num_classes, problems, log)
     skipped = list(problems)
-    if problems and not skip_bad:
-        shown = "\n  ".join(problems[:50])
-        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-        raise BuildError(f"{len(problems)} problem(s) in the input files:\n  {shown}{more}\n"
-                         "Fix them, or pass --skip_bad to leave these files out.")
-    if problems:
-        log(f"skipping {len(problems)} bad file(s) (--skip_bad):")
-        for problem in problems:
-            log(f"  {problem}")
+    _fail_or_skip(problems, skip_bad, log)
     masked = [e for e in masked if e.image_id not in bad_ids]
     unmasked = [e for e in unmasked if e.image_id not in bad_ids]
     if not masked:
         raise BuildError(f"no image of {images_dir} has a usable mask in {masks_dir} (masks "
                          "are matched by file stem; see --mask_suffix)")
-
-    labelled_ids, val_ids = split_val([e.image_id for e in masked], val_fraction, seed)
-    val_set = set(val_ids)
-    train_entries = [e for e in masked if e.image_id not in val_set] + unmasked
-    val_entries = [e for e in masked if e.image_id in val_set]
-    os.makedirs(output_dir, exist_ok=True)
-    shards = num_shards or min(16, max(1, math.ceil(len(train_entries) / 1000)))
-    counts = {}
-    for split, entries, n in (("train", train_entries, shards),
-                              ("val", val_entries, max(1, math.ceil(len(val_entries) / 1000)))):
-        if not entries:
-            continue
-        counts[split] = records.write_records(
-            (encode_entry(e, num_classes) for e in entries), os.path.join(output_dir, split),
-            max(1, min(n, len(entries))))
-    unlabelled_ids = [e.image_id for e in unmasked]
-    for name, ids in (("labelled", labelled_ids), ("unlabelled", unlabelled_ids),
-                      ("val", val_ids), ("train", [e.image_id for e in train_entries])):
-        splits.write_split_file(ids, os.path.join(output_dir, f"{name}.txt"))
-    names = class_names or (["background"] + [f"class_{i}" for i in range(1, num_classes)])
-    with open(os.path.join(output_dir, "class_names.txt"), "w") as f:
-        f.write("".join(f"{n}\n" for n in names))
-    skipped_path = os.path.join(output_dir, "skipped.txt")
-    if skipped:
-        with open(skipped_path, "w") as f:
-            f.write("".join(f"{p}\n" for p in skipped))
-    elif os.path.exists(skipped_path):
-        os.remove(skipped_path)
-    info = {
-        "num_classes": num_classes,
-        "class_names": names,
-        "labelled": len(labelled_ids),
-        "unlabelled": len(unlabelled_ids),
-        "image_labelled": sum(1 for e in unmasked if e.class_labels is not None),
-        "val": len(val_ids),
-        "val_fraction": val_fraction,
-        "seed": seed,
-        "skipped": skipped,
-        "sources": {"images": os.path.abspath(images_dir), "masks": os.path.abspath(masks_dir),
-                    "unlabelled": unlabelled_dir and os.path.abspath(unlabelled_dir),
-                    "image_labels": image_labels and os.path.abspath(image_labels)},
-    }
-    temp = os.path.join(output_dir, DATASET_INFO + ".tmp")
-    with open(temp, "w") as f:
-        json.dump(info, f, indent=2)
-    os.replace(temp, os.path.join(output_dir, DATASET_INFO))
+    info = _split_and_write(masked, unmasked, output_dir, num_classes, class_names,
+                            val_fraction, seed, num_shards, skipped)
+    info["sources"] = _sources(images_dir, masks_dir, unlabelled_dir, image_labels)
+    _write_dataset_info(output_dir, info)
     log(f"{output_dir}: {info['labelled']} labelled, {info['unlabelled']} unlabelled "
         f"({info['image_labelled']} with image labels), {info['val']} val images; "
         f"{num_classes} classes; {len(skipped)} skipped")

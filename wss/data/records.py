@@ -159,6 +159,75 @@ def validate_mask(mask: np.ndarray, num_classes: int, filename: str) -> None:
         )
 
 
+def _encoded_image(image: Union[bytes, np.ndarray], filename: str,
+                   image_format: Optional[str]):
+    """The encoded bytes, format and size of an image given as bytes or as an array.
+
+    Returns:
+      (image bytes, `jpeg` or `png`, height, width).
+
+    Raises:
+      RecordError: undecodable bytes or an array that is not uint8 `[H, W, 3]` (or `[H, W]`).
+    """
+    if isinstance(image, (bytes, bytearray)):
+        image_bytes = bytes(image)
+        detected = "jpeg" if _is_jpeg(image_bytes) else "png"
+        image_format = detected if image_format is None else _FORMATS[image_format]
+        height, width = _image_size(image_bytes, filename)
+        return image_bytes, image_format, height, width
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise RecordError(f"{filename}: expected a uint8 [H, W, 3] image, got "
+                          f"{image.dtype} {image.shape}")
+    image_format = _FORMATS[image_format or "jpeg"]
+    height, width = image.shape[:2]
+    return encode_image(image, image_format), image_format, height, width
+
+
+def _mask_bytes(mask: Union[bytes, np.ndarray], height: int, width: int, filename: str,
+                num_classes: Optional[int]) -> bytes:
+    """The PNG bytes of a mask given as PNG bytes (kept as they are) or as an array.
+
+    Raises:
+      RecordError: an undecodable mask, a size other than the image's, or (with
+        `num_classes`) values that are not classes.
+    """
+    if isinstance(mask, (bytes, bytearray)):
+        mask_bytes = bytes(mask)
+        try:
+            mask_array = tf.io.decode_png(mask_bytes, channels=1).numpy()[..., 0]
+        except tf.errors.OpError as e:
+            raise RecordError(f"{filename}: cannot decode the mask: {e.message}") from None
+    else:
+        mask_array = np.asarray(mask)
+        if mask_array.ndim == 3 and mask_array.shape[2] == 1:
+            mask_array = mask_array[..., 0]
+        mask_bytes = None
+    if mask_array.shape != (height, width):
+        raise RecordError(
+            f"{filename}: image is {height}x{width} but its mask is "
+            f"{mask_array.shape[0]}x{mask_array.shape[1] if mask_array.ndim > 1 else '?'}"
+        )
+    if num_classes is not None:
+        validate_mask(mask_array, num_classes, filename)
+    if mask_bytes is None:
+        mask_bytes = encode_mask(mask_array)
+    return mask_bytes
+
+
+def _sorted_class_labels(class_labels: Iterable[int], filename: str,
+                         num_classes: Optional[int]) -> List[int]:
+    """The distinct class ids, sorted; with `num_classes`, checked to be `0..C-1`."""
+    labels = sorted({int(c) for c in class_labels})
+    if num_classes is not None:
+        bad = [c for c in labels if c < 0 or c >= num_classes]
+        if bad:
+            raise RecordError(f"{filename}: class labels {bad} outside 0..{num_classes - 1}")
+    return labels
+
+
 def encode_example(
     image: Union[bytes, np.ndarray],
     filename: str,
@@ -185,21 +254,7 @@ def encode_example(
       RecordError: The image cannot be decoded, the mask and image sizes differ, or a class id
         is out of range; the message names `filename`.
     """
-    if isinstance(image, (bytes, bytearray)):
-        image_bytes = bytes(image)
-        detected = "jpeg" if _is_jpeg(image_bytes) else "png"
-        image_format = detected if image_format is None else _FORMATS[image_format]
-        height, width = _image_size(image_bytes, filename)
-    else:
-        image = np.asarray(image)
-        if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=2)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise RecordError(f"{filename}: expected a uint8 [H, W, 3] image, got "
-                              f"{image.dtype} {image.shape}")
-        image_format = _FORMATS[image_format or "jpeg"]
-        height, width = image.shape[:2]
-        image_bytes = encode_image(image, image_format)
+    image_bytes, image_format, height, width = _encoded_image(image, filename, image_format)
     feature = {
         IMAGE_ENCODED: _bytes_feature(image_bytes),
         IMAGE_FILENAME: _bytes_feature(filename.encode("utf-8")),
@@ -209,35 +264,12 @@ def encode_example(
         IMAGE_CHANNELS: _int64_feature(3),
     }
     if mask is not None:
-        if isinstance(mask, (bytes, bytearray)):
-            mask_bytes = bytes(mask)
-            try:
-                mask_array = tf.io.decode_png(mask_bytes, channels=1).numpy()[..., 0]
-            except tf.errors.OpError as e:
-                raise RecordError(f"{filename}: cannot decode the mask: {e.message}") from None
-        else:
-            mask_array = np.asarray(mask)
-            if mask_array.ndim == 3 and mask_array.shape[2] == 1:
-                mask_array = mask_array[..., 0]
-            mask_bytes = None
-        if mask_array.shape != (height, width):
-            raise RecordError(
-                f"{filename}: image is {height}x{width} but its mask is "
-                f"{mask_array.shape[0]}x{mask_array.shape[1] if mask_array.ndim > 1 else '?'}"
-            )
-        if num_classes is not None:
-            validate_mask(mask_array, num_classes, filename)
-        if mask_bytes is None:
-            mask_bytes = encode_mask(mask_array)
-        feature[MASK_ENCODED] = _bytes_feature(mask_bytes)
+        feature[MASK_ENCODED] = _bytes_feature(
+            _mask_bytes(mask, height, width, filename, num_classes))
         feature[MASK_FORMAT] = _bytes_feature(b"png")
     if class_labels is not None:
-        labels = sorted({int(c) for c in class_labels})
-        if num_classes is not None:
-            bad = [c for c in labels if c < 0 or c >= num_classes]
-            if bad:
-                raise RecordError(f"{filename}: class labels {bad} outside 0..{num_classes - 1}")
-        feature[CLASS_LABEL] = _int64_feature(labels)
+        feature[CLASS_LABEL] = _int64_feature(
+            _sorted_class_labels(class_labels, filename, num_classes))
     example = tf.train.Example(features=tf.train.Features(feature=feature))
     return example.SerializeToString()
 
@@ -343,6 +375,54 @@ def multi_hot(class_ids: tf.Tensor, num_classes: int) -> tf.Tensor:
     return hot
 
 
+def _decode_label(mask_bytes: tf.Tensor, has_mask: tf.Tensor, shape: tf.Tensor,
+                  filename: tf.Tensor) -> tf.Tensor:
+    """The int32 `[H, W]` mask of an example; without one, `IGNORE_LABEL` everywhere."""
+
+    def decode_mask():
+        m = _decode_checked(mask_bytes, 1, "mask", filename)
+        return tf.cast(m[:, :, 0], tf.int32)
+
+    return tf.cond(
+        has_mask, decode_mask, lambda: tf.fill(shape, tf.constant(IGNORE_LABEL, tf.int32))
+    )
+
+
+def _record_checks(parsed: Dict, filename: tf.Tensor, shape: tf.Tensor, label: tf.Tensor,
+                   class_ids: tf.Tensor, num_classes: int) -> List[tf.Operation]:
+    """Assertions, each naming the record: mask size and values, class ids, stored size."""
+    checks = []
+    mask_shape = tf.shape(label)
+    checks.append(tf.debugging.Assert(
+        tf.reduce_all(tf.equal(mask_shape, shape)),
+        [tf.strings.format("Record {}: image size {} but mask size {}",
+                           [filename, shape, mask_shape])],
+    ))
+    # Mask values are uint8 (0..255): a histogram finds the bad ones cheaply.
+    hist = tf.math.bincount(tf.reshape(label, [-1]), minlength=256, maxlength=256)
+    bad_values = tf.where(hist[num_classes:IGNORE_LABEL] > 0)[:, 0] + num_classes
+    checks.append(tf.debugging.Assert(
+        tf.equal(tf.size(bad_values), 0),
+        [tf.strings.format(
+            f"Record {{}}: mask values {{}} outside 0..{num_classes - 1} and 255",
+            [filename, bad_values], summarize=20)],
+    ))
+    checks.append(tf.debugging.Assert(
+        tf.reduce_all(tf.logical_and(class_ids >= 0, class_ids < num_classes)),
+        [tf.strings.format(
+            f"Record {{}}: image/class/label ids {{}} outside 0..{num_classes - 1}",
+            [filename, class_ids], summarize=20)],
+    ))
+    height, width = parsed[IMAGE_HEIGHT], parsed[IMAGE_WIDTH]
+    stored = tf.cast(tf.stack([height, width]), tf.int32)
+    checks.append(tf.debugging.Assert(
+        tf.logical_or(tf.reduce_all(stored == 0), tf.reduce_all(stored == shape)),
+        [tf.strings.format("Record {}: stores size {} but its image decodes to {}",
+                           [filename, stored, shape])],
+    ))
+    return checks
+
+
 def parse_example(serialized: tf.Tensor, num_classes: int, validate: bool = True) -> Dict:
     """Parses and decodes one serialized example (pure TF, usable inside `tf.data` map).
 
@@ -367,48 +447,14 @@ def parse_example(serialized: tf.Tensor, num_classes: int, validate: bool = True
     shape = tf.shape(image)[:2]
     mask_bytes = parsed[MASK_ENCODED]
     has_mask = tf.strings.length(mask_bytes) > 0
-
-    def decode_mask():
-        m = _decode_checked(mask_bytes, 1, "mask", filename)
-        return tf.cast(m[:, :, 0], tf.int32)
-
-    label = tf.cond(
-        has_mask, decode_mask, lambda: tf.fill(shape, tf.constant(IGNORE_LABEL, tf.int32))
-    )
+    label = _decode_label(mask_bytes, has_mask, shape, filename)
     class_ids = tf.cast(parsed[CLASS_LABEL].values, tf.int32)
     # A record "carries image labels" when it has the key with at least one id, or has no mask
     # (an image-labelled example of background only stores an empty list).
     has_class_labels = tf.logical_or(tf.size(class_ids) > 0, tf.logical_not(has_mask))
     checks = []
     if validate:
-        mask_shape = tf.shape(label)
-        checks.append(tf.debugging.Assert(
-            tf.reduce_all(tf.equal(mask_shape, shape)),
-            [tf.strings.format("Record {}: image size {} but mask size {}",
-                               [filename, shape, mask_shape])],
-        ))
-        # Mask values are uint8 (0..255): a histogram finds the bad ones cheaply.
-        hist = tf.math.bincount(tf.reshape(label, [-1]), minlength=256, maxlength=256)
-        bad_values = tf.where(hist[num_classes:IGNORE_LABEL] > 0)[:, 0] + num_classes
-        checks.append(tf.debugging.Assert(
-            tf.equal(tf.size(bad_values), 0),
-            [tf.strings.format(
-                f"Record {{}}: mask values {{}} outside 0..{num_classes - 1} and 255",
-                [filename, bad_values], summarize=20)],
-        ))
-        checks.append(tf.debugging.Assert(
-            tf.reduce_all(tf.logical_and(class_ids >= 0, class_ids < num_classes)),
-            [tf.strings.format(
-                f"Record {{}}: image/class/label ids {{}} outside 0..{num_classes - 1}",
-                [filename, class_ids], summarize=20)],
-        ))
-        height, width = parsed[IMAGE_HEIGHT], parsed[IMAGE_WIDTH]
-        stored = tf.cast(tf.stack([height, width]), tf.int32)
-        checks.append(tf.debugging.Assert(
-            tf.logical_or(tf.reduce_all(stored == 0), tf.reduce_all(stored == shape)),
-            [tf.strings.format("Record {}: stores size {} but its image decodes to {}",
-                               [filename, stored, shape])],
-        ))
+        checks = _record_checks(parsed, filename, shape, label, class_ids, num_classes)
     with tf.control_dependencies(checks):
         image = tf.identity(image)
         label = tf.identity(label)

@@ -198,6 +198,55 @@ def _example_rng(seed, split, index):
     return np.random.default_rng([seed, split_code, index])
 
 
+def _write_split(output_dir, spec, seed, split, count, height, width, num_shards):
+    """Renders and writes the records and id file of one split.
+
+    Image `index` is drawn from its own generator, `_example_rng(seed, split, index)`.
+
+    Returns:
+      For the train split, image id -> sorted foreground class ids present; else empty.
+    """
+    from wss.data import records  # TensorFlow-importing module, imported lazily.
+
+    class_sets = {}
+    examples = []
+    for index in range(count):
+        image, mask = spec.render(_example_rng(seed, split, index), height, width)
+        image_id = f"{split}_{index:05d}"
+        if split == "train":
+            class_sets[image_id] = sorted(int(c) for c in np.unique(mask) if c != 0)
+        examples.append(records.encode_example(
+            image, filename=image_id, mask=mask, image_format="png",
+            num_classes=spec.num_classes))
+    records.write_records(examples, os.path.join(output_dir, split), num_shards=num_shards)
+    _write_ids(os.path.join(output_dir, f"{split}.txt"),
+               [f"{split}_{i:05d}" for i in range(count)])
+    return class_sets
+
+
+def _write_labelled_splits(output_dir, spec, seed, class_sets):
+    """Writes the labelled subsets (each holding every class) and their complements.
+
+    Returns:
+      The `splits` entry of the metadata: `1/N` -> file names and number labelled.
+    """
+    from wss.data import splits  # TensorFlow-importing module, imported lazily.
+
+    train_ids = sorted(class_sets)
+    split_files = {}
+    for fraction in LABELLED_FRACTIONS:
+        labelled = splits.sample_labelled_split(
+            train_ids, class_sets, 1.0 / fraction, seed=seed,
+            required_classes=range(1, spec.num_classes))
+        rest = sorted(set(train_ids) - set(labelled))
+        _write_ids(os.path.join(output_dir, f"labelled_1_{fraction}.txt"), labelled)
+        _write_ids(os.path.join(output_dir, f"unlabelled_1_{fraction}.txt"), rest)
+        split_files[f"1/{fraction}"] = {"labelled": f"labelled_1_{fraction}.txt",
+                                        "unlabelled": f"unlabelled_1_{fraction}.txt",
+                                        "num_labelled": len(labelled)}
+    return split_files
+
+
 def generate(output_dir, seed=0, num_train=None, num_val=None, height=None, width=None,
              num_shards=2, variant="shapes"):
     """Writes a synthetic dataset (records, split files, metadata) to `output_dir`.
@@ -221,8 +270,6 @@ def generate(output_dir, seed=0, num_train=None, num_val=None, height=None, widt
       ValueError: for an unknown variant, or if `num_train` is too small to hold every class in
         the 1/16 subset.
     """
-    from wss.data import records, splits  # TensorFlow-importing modules, imported lazily.
-
     spec = get_variant(variant)
     num_train = spec.num_train if num_train is None else num_train
     num_val = spec.num_val if num_val is None else num_val
@@ -235,33 +282,9 @@ def generate(output_dir, seed=0, num_train=None, num_val=None, height=None, widt
         raise ValueError(f"num_train={num_train} leaves {smallest} images in the 1/16 split")
     os.makedirs(output_dir, exist_ok=True)
 
-    class_sets = {}
-    for split, count in (("train", num_train), ("val", num_val)):
-        examples = []
-        for index in range(count):
-            image, mask = spec.render(_example_rng(seed, split, index), height, width)
-            image_id = f"{split}_{index:05d}"
-            if split == "train":
-                class_sets[image_id] = sorted(int(c) for c in np.unique(mask) if c != 0)
-            examples.append(records.encode_example(
-                image, filename=image_id, mask=mask, image_format="png",
-                num_classes=spec.num_classes))
-        records.write_records(examples, os.path.join(output_dir, split), num_shards=num_shards)
-        _write_ids(os.path.join(output_dir, f"{split}.txt"),
-                   [f"{split}_{i:05d}" for i in range(count)])
-
-    train_ids = sorted(class_sets)
-    split_files = {}
-    for fraction in LABELLED_FRACTIONS:
-        labelled = splits.sample_labelled_split(
-            train_ids, class_sets, 1.0 / fraction, seed=seed,
-            required_classes=range(1, spec.num_classes))
-        rest = sorted(set(train_ids) - set(labelled))
-        _write_ids(os.path.join(output_dir, f"labelled_1_{fraction}.txt"), labelled)
-        _write_ids(os.path.join(output_dir, f"unlabelled_1_{fraction}.txt"), rest)
-        split_files[f"1/{fraction}"] = {"labelled": f"labelled_1_{fraction}.txt",
-                                        "unlabelled": f"unlabelled_1_{fraction}.txt",
-                                        "num_labelled": len(labelled)}
+    class_sets = _write_split(output_dir, spec, seed, "train", num_train, height, width,
+                              num_shards)
+    _write_split(output_dir, spec, seed, "val", num_val, height, width, num_shards)
     metadata = {
         "name": "synthetic_shapes" if variant == "shapes" else f"synthetic_{variant}",
         "variant": variant,
@@ -275,7 +298,7 @@ def generate(output_dir, seed=0, num_train=None, num_val=None, height=None, widt
         "num_val": num_val,
         "train_pattern": "train-*.tfrecord",
         "val_pattern": "val-*.tfrecord",
-        "splits": split_files,
+        "splits": _write_labelled_splits(output_dir, spec, seed, class_sets),
     }
     with open(os.path.join(output_dir, "metadata.json"), "w") as f:
         json.dump(metadata, f, indent=2, sort_keys=True)

@@ -133,6 +133,71 @@ def deeplab_name_table(model) -> Dict[str, tf.Variable]:
     return table
 
 
+def _open_checkpoint(path: str):
+    """The checkpoint prefix (the newest one of a directory) and a reader of it.
+
+    Raises:
+        ValueError: If no checkpoint is found or it cannot be read.
+    """
+    if tf.io.gfile.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise ValueError(f"No checkpoint found in directory {path!r}.")
+        path = latest
+    try:
+        reader = tf.train.load_checkpoint(path)
+    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as error:
+        raise ValueError(f"Cannot read a TF checkpoint at {path!r}: {error}") from error
+    return path, reader
+
+
+def _plan_assignments(table, checkpoint_shapes, report, skip_mismatch, excluded) -> List:
+    """The `(variable, tf1_name)` pairs to restore; the others are recorded in `report`.
+
+    Args:
+        table: TF1 name -> model variable (`deeplab_name_table`).
+        checkpoint_shapes: TF1 name -> shape of the checkpoint's variables.
+        report: The `CheckpointReport` whose `excluded`, `missing` and `skipped` are filled.
+        skip_mismatch: Skip variables whose shapes differ instead of raising.
+        excluded: `excluded(name)` tells whether a name is under a last-layer scope.
+
+    Raises:
+        ValueError: On a shape mismatch without `skip_mismatch`.
+    """
+    assignments = []
+    for name, variable in table.items():
+        if excluded(name):
+            report.excluded.append(name)
+            continue
+        if name not in checkpoint_shapes:
+            report.missing.append(name)
+            continue
+        model_shape = tuple(int(d) for d in variable.shape)
+        checkpoint_shape = tuple(int(d) for d in checkpoint_shapes[name])
+        if model_shape != checkpoint_shape:
+            if skip_mismatch:
+                report.skipped.append((name, model_shape, checkpoint_shape))
+                continue
+            raise ValueError(
+                f"Shape mismatch for checkpoint variable {name!r} {list(checkpoint_shape)} "
+                f"-> model variable {variable.path!r} {list(model_shape)} (checkpoint "
+                f"{report.path!r}). Pass skip_mismatch=True to keep the model's value."
+            )
+        assignments.append((variable, name))
+    return assignments
+
+
+def _record_unmapped_names(table, checkpoint_shapes, report, excluded) -> None:
+    """Files the checkpoint names no variable maps to as `ignored` or `unused` in `report`."""
+    for name in sorted(checkpoint_shapes):
+        if name in table or excluded(name):
+            continue
+        if _IGNORED.search(name):
+            report.ignored.append(name)
+        else:
+            report.unused.append(name)
+
+
 @gin.configurable
 def load_deeplab_checkpoint(
     model,
@@ -161,55 +226,21 @@ def load_deeplab_checkpoint(
         ValueError: On a shape mismatch without `skip_mismatch`, naming the model variable,
             the checkpoint variable and both shapes; or if `path` is not a checkpoint.
     """
-    if tf.io.gfile.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        if latest is None:
-            raise ValueError(f"No checkpoint found in directory {path!r}.")
-        path = latest
-    try:
-        reader = tf.train.load_checkpoint(path)
-    except (tf.errors.NotFoundError, tf.errors.DataLossError, ValueError) as error:
-        raise ValueError(f"Cannot read a TF checkpoint at {path!r}: {error}") from error
+    path, reader = _open_checkpoint(path)
     checkpoint_shapes = reader.get_variable_to_shape_map()
     report = CheckpointReport(path=path)
     table = deeplab_name_table(model)
 
-    assignments = []
-    for name, variable in table.items():
-        if skip_last_layer and any(name.startswith(scope) for scope in last_layer_scopes):
-            report.excluded.append(name)
-            continue
-        if name not in checkpoint_shapes:
-            report.missing.append(name)
-            continue
-        model_shape = tuple(int(d) for d in variable.shape)
-        checkpoint_shape = tuple(int(d) for d in checkpoint_shapes[name])
-        if model_shape != checkpoint_shape:
-            if skip_mismatch:
-                report.skipped.append((name, model_shape, checkpoint_shape))
-                continue
-            raise ValueError(
-                f"Shape mismatch for checkpoint variable {name!r} {list(checkpoint_shape)} "
-                f"-> model variable {variable.path!r} {list(model_shape)} (checkpoint "
-                f"{path!r}). Pass skip_mismatch=True to keep the model's value."
-            )
-        assignments.append((variable, name))
+    def excluded(name):
+        return skip_last_layer and any(name.startswith(scope) for scope in last_layer_scopes)
 
+    assignments = _plan_assignments(table, checkpoint_shapes, report, skip_mismatch, excluded)
     # Read everything before assigning so that an unreadable tensor leaves the model as is.
     values = [np.asarray(reader.get_tensor(name)) for _, name in assignments]
     for (variable, name), value in zip(assignments, values):
         variable.assign(value.astype(variable.dtype))
         report.loaded.append(name)
-
-    for name in sorted(checkpoint_shapes):
-        if name in table or (
-            skip_last_layer and any(name.startswith(scope) for scope in last_layer_scopes)
-        ):
-            continue
-        if _IGNORED.search(name):
-            report.ignored.append(name)
-        else:
-            report.unused.append(name)
+    _record_unmapped_names(table, checkpoint_shapes, report, excluded)
     return report
 
 

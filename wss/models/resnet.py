@@ -102,6 +102,37 @@ class Bottleneck(keras.layers.Layer, TF1Named):
             yield from conv.tf1_variables()
 
 
+def _unit_specs(units_per_block: Sequence[int], multi_grid: Sequence[int]) -> List[Tuple]:
+    """`(block name, unit index, base depth, nominal stride, unit rate)` of every unit.
+
+    Blocks 1-3 have `units_per_block` units with base depths 64, 128, 256 and the stride in
+    their last unit; block 4 has one unit of base depth 512 per `multi_grid` rate.
+    """
+    units = []
+    for b, (base, num_units) in enumerate(zip((64, 128, 256), units_per_block)):
+        for i in range(num_units):
+            units.append((f"block{b + 1}", i + 1, base, 2 if i == num_units - 1 else 1, 1))
+    for i, unit_rate in enumerate(multi_grid):
+        units.append(("block4", i + 1, 512, 1, unit_rate))
+    return units
+
+
+def _decoder_endpoints(units_per_block: Sequence[int]) -> Dict[int, str]:
+    """The decoder's input endpoint per stride: the unit before each block's strided one.
+
+    Raises:
+        ValueError: If a block has fewer than 2 units.
+    """
+    if min(units_per_block) < 2:
+        raise ValueError(f"units_per_block needs at least 2 units per block, got "
+                         f"{units_per_block}.")
+    return {
+        4: f"block1/unit_{units_per_block[0] - 1}/bottleneck_v1/conv3",
+        8: f"block2/unit_{units_per_block[1] - 1}/bottleneck_v1/conv3",
+        16: f"block3/unit_{units_per_block[2] - 1}/bottleneck_v1/conv3",
+    }
+
+
 class ResNetBeta(keras.layers.Layer):
     """ResNet-v1 beta backbone with DeepLab's endpoints.
 
@@ -146,13 +177,24 @@ class ResNetBeta(keras.layers.Layer):
         self.tf1_scope = RESNET_TF1_SCOPES[variant]
         units_per_block = tuple(units_per_block or RESNET_UNITS[variant])
         multi_grid = tuple(multi_grid) if multi_grid is not None else (1, 1, 1)
+        self.root = self._root_convs(width_multiplier)
+        self.pool = keras.layers.MaxPooling2D(3, 2, padding="same", name="pool1",
+                                              dtype=self.dtype_policy)
+        self.units = []
+        self.unit_block_scopes = []
+        for block, unit in self._bottlenecks(units_per_block, multi_grid, output_stride,
+                                             width_multiplier):
+            self.units.append(unit)
+            self.unit_block_scopes.append(block)
+        self.num_features = scaled_depth(2048, width_multiplier)
+        self.decoder_endpoints = _decoder_endpoints(units_per_block)
 
-        def depth(d):
-            return scaled_depth(d, width_multiplier)
+    def _root_convs(self, width_multiplier: float) -> List[ConvBN]:
+        """The beta root: three 3x3 conv + BN layers (`conv1_1` stride 2, `conv1_2`, `conv1_3`)."""
 
         def root_conv(filters, stride, name):
             return ConvBN(
-                depth(filters),
+                scaled_depth(filters, width_multiplier),
                 3,
                 tf1_scope=name,
                 stride=stride,
@@ -163,47 +205,35 @@ class ResNetBeta(keras.layers.Layer):
                 dtype=self.dtype_policy,
             )
 
-        self.root = [root_conv(64, 2, "conv1_1"), root_conv(64, 1, "conv1_2"),
-                     root_conv(128, 1, "conv1_3")]
-        self.pool = keras.layers.MaxPooling2D(3, 2, padding="same", name="pool1",
-                                              dtype=self.dtype_policy)
+        return [root_conv(64, 2, "conv1_1"), root_conv(64, 1, "conv1_2"),
+                root_conv(128, 1, "conv1_3")]
 
-        units = []  # (block name, unit index, base depth, nominal stride, unit rate)
-        for b, (base, num_units) in enumerate(zip((64, 128, 256), units_per_block)):
-            for i in range(num_units):
-                units.append((f"block{b + 1}", i + 1, base, 2 if i == num_units - 1 else 1, 1))
-        for i, unit_rate in enumerate(multi_grid):
-            units.append(("block4", i + 1, 512, 1, unit_rate))
+    def _bottlenecks(self, units_per_block, multi_grid, output_stride, width_multiplier):
+        """Yields `(block scope, Bottleneck)` for every unit of blocks 1-4, in network order.
+
+        Strides and atrous rates follow `dense_unit_schedule`, so that the blocks reach
+        `output_stride` (relative to the stride-4 root) and dilate beyond it.
+        """
+
+        def depth(d):
+            return scaled_depth(d, width_multiplier)
+
+        units = _unit_specs(units_per_block, multi_grid)
         blocks_output_stride = None if output_stride is None else output_stride // 4
         schedule = dense_unit_schedule([u[3] for u in units], blocks_output_stride)
-
-        self.units = []
-        self.unit_block_scopes = []
         depth_in = depth(128)
         for (block, index, base, _, unit_rate), (stride, rate) in zip(units, schedule):
-            self.units.append(
-                Bottleneck(
-                    depth(base * 4),
-                    depth(base),
-                    depth_in,
-                    stride=stride,
-                    rate=rate * unit_rate,
-                    tf1_scope=f"{block}/unit_{index}",
-                    name=f"{block}_unit_{index}",
-                    dtype=self.dtype_policy,
-                )
+            yield block, Bottleneck(
+                depth(base * 4),
+                depth(base),
+                depth_in,
+                stride=stride,
+                rate=rate * unit_rate,
+                tf1_scope=f"{block}/unit_{index}",
+                name=f"{block}_unit_{index}",
+                dtype=self.dtype_policy,
             )
-            self.unit_block_scopes.append(block)
             depth_in = depth(base * 4)
-        self.num_features = depth(2048)
-        if min(units_per_block) < 2:
-            raise ValueError(f"units_per_block needs at least 2 units per block, got "
-                             f"{units_per_block}.")
-        self.decoder_endpoints = {
-            4: f"block1/unit_{units_per_block[0] - 1}/bottleneck_v1/conv3",
-            8: f"block2/unit_{units_per_block[1] - 1}/bottleneck_v1/conv3",
-            16: f"block3/unit_{units_per_block[2] - 1}/bottleneck_v1/conv3",
-        }
 
     def build(self, input_shape):
         # Sublayers build on their first call; this skips Keras' symbolic trial run.
