@@ -49,8 +49,8 @@ METHODS = {
     "supervised_all": ("demo_supervised.gin", ["labelled_split/join_path.name = 'train.txt'"]),
     "pseudoseg": ("demo.gin", []),
     "pseudoseg_image_labels": ("demo_weak.gin", []),
-    "decoder_only": ("demo.gin", ["make_pseudo_labels.source = 'decoder'"]),
-    "sgc_only": ("demo.gin", ["make_pseudo_labels.source = 'sgc'"]),
+    "decoder_only": ("demo.gin", ["PseudoLabelConfig.source = 'decoder'"]),
+    "sgc_only": ("demo.gin", ["PseudoLabelConfig.source = 'sgc'"]),
     "self_training": ("demo_self_training.gin", []),
 }
 

@@ -1,14 +1,14 @@
 """Grid sweeps over gin parameters: one `wss.train` run per combination, then a summary table.
 
     python launch/sweep.py --gin_file=voc_semi.gin --root_dir=runs/sweep_voc \\
-        --sweep='make_pseudo_labels.gamma=[0.3, 0.5, 0.7]' \\
-        --sweep='make_pseudo_labels.temperature=[0.5, 0.7, 1.0]' \\
+        --sweep='PseudoLabelConfig.gamma=[0.3, 0.5, 0.7]' \\
+        --sweep='PseudoLabelConfig.temperature=[0.5, 0.7, 1.0]' \\
         [--gin_bindings='X.y = z' ...] [--max_parallel=N] [--dry_run] [-- WSS_TRAIN_ARGS...]
     python launch/sweep.py --summarize --root_dir=runs/sweep_voc
 
 Each trial trains with `python -m wss.train` (which evaluates the final checkpoint) in its own
 directory, named after its bindings, e.g.
-`ROOT/make_pseudo_labels.gamma=0.3,make_pseudo_labels.temperature=0.7/`, which holds
+`ROOT/PseudoLabelConfig.gamma=0.3,PseudoLabelConfig.temperature=0.7/`, which holds
 `trial.json` (the bindings, the command, status, attempts, times) and `train.log` (the run's
 output). Values are gin literals (numbers, 'strings', True/False/None, tuples, @references);
 the swept bindings come after `--gin_bindings`, so they win.

@@ -156,14 +156,16 @@ def test_sgc_loss_trains_only_the_sgc_head():
     assert all(g is not None and np.any(g.numpy() != 0) for g in head_grads)
 
 
-def test_weight_decay_weight_is_not_a_gin_knob():
-    """The objective passes the weight, so a `weight_decay_loss.weight` binding would be dead."""
+def test_losses_are_plain_functions_not_gin_configurables():
+    """Their knobs are `PseudoSegObjective` arguments (`unlabelled_weight`, `weight_decay`,
+    `regularize_depthwise`, `weight_decay_exclude`); old bindings are renamed (test_gin_edges)."""
     import gin
 
     gin.clear_config()
     try:
-        with pytest.raises(ValueError, match="weight"):
-            gin.parse_config("weight_decay_loss.weight = 1.0")
-        gin.parse_config("weight_decay_loss.regularize_depthwise = True")
+        for binding in ("weight_decay_loss.regularize_depthwise = True",
+                        "unlabelled_loss.weight = 0.5"):
+            with pytest.raises(ValueError, match="No configurable matching"):
+                gin.parse_config(binding)
     finally:
         gin.clear_config()

@@ -262,7 +262,7 @@ def tiny_own_bindings(own_dir, steps=2, extra=()):
         "build_deeplab.width_multiplier = 0.0625",
         "build_deeplab.middle_flow_units = 1",
         "make_sgc_head.attention_dim = 8",
-        "strong_view.cutout_size = 8",
+        "StrongViewConfig.cutout_size = 8",
         "make_strategy.devices = ['/cpu:0']",
         *extra,
     ]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wss.data import pipeline, records, splits
+from wss.data import augment, pipeline, records, splits
 
 C = 5
 CROP = (24, 24)
@@ -57,7 +57,7 @@ def test_contract_keys_and_shapes(tmp_path):
 
 def test_deterministic_with_seed(tmp_path, gin_clean):
     pattern = _write(tmp_path)
-    gin.bind_parameter("strong_view.cutout_size", 8)
+    gin.bind_parameter("StrongViewConfig.cutout_size", 8)
 
     def take(seed):
         ds = pipeline.unlabelled_dataset(pattern, 2, C, crop_size=CROP, seed=seed)
@@ -73,11 +73,27 @@ def test_deterministic_with_seed(tmp_path, gin_clean):
 
 def test_strong_equals_weak_without_jitter_and_cutout(tmp_path, gin_clean):
     pattern = _write(tmp_path)
-    gin.bind_parameter("strong_view.strength", 0.0)
-    gin.bind_parameter("strong_view.cutout_size", 0)
+    gin.bind_parameter("StrongViewConfig.strength", 0.0)
+    gin.bind_parameter("StrongViewConfig.cutout_size", 0)
     batch = next(iter(pipeline.unlabelled_dataset(pattern, 4, C, crop_size=CROP, seed=1)))
     np.testing.assert_array_equal(batch["strong"].numpy(), batch["image"].numpy())
     np.testing.assert_array_equal(batch["strong_valid"].numpy(), batch["valid"].numpy())
+
+
+def test_strong_view_config_is_handed_to_the_stream(tmp_path, gin_clean):
+    """An explicit `StrongViewConfig` and the same settings bound in gin give the same stream."""
+    pattern = _write(tmp_path)
+    config = augment.StrongViewConfig(cutout_size=8, strength=0.5)
+    given = next(iter(pipeline.unlabelled_dataset(pattern, 2, C, crop_size=CROP, seed=3,
+                                                   strong_view=config)))
+    gin.bind_parameter("StrongViewConfig.cutout_size", 8)
+    gin.bind_parameter("StrongViewConfig.strength", 0.5)
+    bound = next(iter(pipeline.unlabelled_dataset(pattern, 2, C, crop_size=CROP, seed=3)))
+    for key in ("strong", "strong_valid"):
+        np.testing.assert_array_equal(given[key].numpy(), bound[key].numpy())
+    assert given["strong_valid"].numpy().sum() < given["valid"].numpy().sum()  # CutOut on.
+    with pytest.raises(TypeError, match="unlabelled_dataset.strong_view"):
+        pipeline.unlabelled_dataset(pattern, 2, C, crop_size=CROP, strong_view={"strength": 0})
 
 
 def test_split_and_exclude_files(tmp_path):

@@ -128,18 +128,22 @@ def test_outputs_are_stop_gradient():
     assert all(g is None for g in tape.gradient(total, [decoder, sgc]))
 
 
-def test_gin_bindings():
+def test_gin_bindings_configure_the_config_not_the_function():
     decoder, sgc = _logits(seed=7)
     try:
         gin.parse_config([
-            "make_pseudo_labels.source = 'decoder'",
-            "make_pseudo_labels.temperature = 1.0",
+            "PseudoLabelConfig.source = 'decoder'",
+            "PseudoLabelConfig.temperature = 1.0",
         ])
-        targets, _ = pseudo_labels.make_pseudo_labels(decoder, sgc)
+        config = pseudo_labels.PseudoLabelConfig()
+        targets, _ = pseudo_labels.make_pseudo_labels(decoder, sgc, config)
+        plain, _ = pseudo_labels.make_pseudo_labels(decoder, sgc)  # Gin does not reach it.
     finally:
         gin.clear_config()
+    assert config == pseudo_labels.PseudoLabelConfig(source="decoder", temperature=1.0)
     np.testing.assert_allclose(targets.numpy(), np_softmax(decoder.astype(np.float64)),
                                rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(plain.numpy(), np_fusion(decoder, sgc), rtol=1e-5, atol=1e-6)
 
 
 def test_mixed_precision_inputs():

@@ -56,25 +56,25 @@ def _common_args(data_dir, mode="supervised"):
 def test_grid_names_and_malformed_sweeps():
     sweep = _load_sweep()
     grid = sweep.make_grid(sweep.parse_sweeps([
-        "make_pseudo_labels.gamma=[0.3, 0.5]",
-        "make_pseudo_labels.source=['decoder', 'sgc']",
+        "PseudoLabelConfig.gamma=[0.3, 0.5]",
+        "PseudoLabelConfig.source=['decoder', 'sgc']",
         "train.crop_size = [(33, 33), (65, 65)]"]))
     assert len(grid) == 8
     name, swept = grid[1]
-    assert name == ("make_pseudo_labels.gamma=0.3,make_pseudo_labels.source=decoder,"
+    assert name == ("PseudoLabelConfig.gamma=0.3,PseudoLabelConfig.source=decoder,"
                     "train.crop_size=65_65")
     assert swept["train.crop_size"] == "(65, 65)"
-    assert swept["make_pseudo_labels.source"] == "'decoder'"
+    assert swept["PseudoLabelConfig.source"] == "'decoder'"
     # Values that differ only in characters a directory name drops get a digest.
     names = [n for n, _ in sweep.make_grid(sweep.parse_sweeps(["a.b=['x y', 'xy']"]))]
     assert len(set(names)) == 2 and all(n.startswith("a.b=xy~") for n in names)
     for bad, message in [
             ("gamma", "is not PARAM="),
-            ("make_pseudo_labels.gamma=0.3", "must be a bracketed list"),
-            ("make_pseudo_labels.gamma=[]", "is empty"),
-            ("make_pseudo_labels.gamma=[0.3,,0.5]", "empty value"),
-            ("make_pseudo_labels.gamma=[0.3, 0.3]", "0.3 listed more than once"),
-            ("make_pseudo_labels.source=['a, 'b']", "unterminated"),
+            ("PseudoLabelConfig.gamma=0.3", "must be a bracketed list"),
+            ("PseudoLabelConfig.gamma=[]", "is empty"),
+            ("PseudoLabelConfig.gamma=[0.3,,0.5]", "empty value"),
+            ("PseudoLabelConfig.gamma=[0.3, 0.3]", "0.3 listed more than once"),
+            ("PseudoLabelConfig.source=['a, 'b']", "unterminated"),
             ("train.crop_size=[(33, 33]", "unclosed '\\('"),
             ("make pseudo.gamma=[1]", "is not a gin parameter name")]:
         with pytest.raises(sweep.SweepError, match=f"--sweep=.*{message}"):

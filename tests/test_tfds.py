@@ -142,7 +142,7 @@ def test_tfds_streams_train_and_evaluate(tmp_path):
         "build_deeplab.width_multiplier = 0.0625",
         "build_deeplab.middle_flow_units = 1",
         "make_sgc_head.attention_dim = 8",
-        "strong_view.cutout_size = 8",
+        "StrongViewConfig.cutout_size = 8",
         "make_strategy.devices = ['/cpu:0']",
     ]
     experiment.parse_experiment_config(gin_files=["base.gin"], gin_bindings=bindings,

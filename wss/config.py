@@ -9,16 +9,59 @@ Gin accepts any macro name: `NUM_CLASES = 5` when the configs read `%NUM_CLASSES
 ignored without a word. `parse_gin` therefore fails on a macro that a `--gin_file` or a
 `--gin_bindings` sets but nothing reads (macros of included files may go unused: a config
 may override the binding that reads one). `check_int`, `check_number` and `check_size` validate
-values where they are read, naming the gin binding.
+values where they are read, naming the gin binding; `check_bool` and `check_choice` too.
+
+Renamed bindings: `LEGACY_BINDINGS` maps the binding names of older versions (e.g.
+`make_pseudo_labels.temperature`, now `PseudoLabelConfig.temperature`) to the current ones.
+`parse_gin` rewrites them in gin files and `--gin_bindings` and logs a deprecation warning naming
+both, so that the `config.gin` / `operative_config.gin` saved by older runs still parse; a
+binding to a parameter of a formerly configurable function that has no new name fails naming
+it. `with_overrides` builds the small frozen config objects that carry ablation switches
+(`wss.pseudo_labels.PseudoLabelConfig`, `wss.data.augment.StrongViewConfig`).
 """
 
+import dataclasses
 import difflib
 import importlib.util
 import numbers
 import os
+import re
 
 import gin
+from absl import logging
 from gin import config_parser
+
+# Issue 14 ("gin at the edges"): the math functions `make_pseudo_labels`, `strong_view`,
+# `unlabelled_loss` and `weight_decay_loss` stopped being gin-configurable. Their knobs live in
+# config objects handed to the objective and the unlabelled stream, or in `PseudoSegObjective`
+# arguments. Old binding -> new binding; scopes are kept. Add a row whenever a binding is renamed.
+LEGACY_BINDINGS = {
+    "make_pseudo_labels.source": "PseudoLabelConfig.source",
+    "make_pseudo_labels.normalize": "PseudoLabelConfig.normalize",
+    "make_pseudo_labels.gamma": "PseudoLabelConfig.gamma",
+    "make_pseudo_labels.temperature": "PseudoLabelConfig.temperature",
+    "make_pseudo_labels.soft": "PseudoLabelConfig.soft",
+    "make_pseudo_labels.threshold": "PseudoLabelConfig.threshold",
+    "make_pseudo_labels.restrict_to_image_labels": "PseudoLabelConfig.restrict_to_image_labels",
+    "unlabelled_loss.weight": "PseudoSegObjective.unlabelled_weight",
+    "unlabelled_loss.mask_align_corners": "PseudoSegObjective.mask_align_corners",
+    # Pretraining (`pretrain`) always uses DeepLab's defaults for these two.
+    "weight_decay_loss.regularize_depthwise": "PseudoSegObjective.regularize_depthwise",
+    "weight_decay_loss.exclude": "PseudoSegObjective.weight_decay_exclude",
+    "strong_view.strength": "StrongViewConfig.strength",
+    "strong_view.brightness": "StrongViewConfig.brightness",
+    "strong_view.contrast": "StrongViewConfig.contrast",
+    "strong_view.saturation": "StrongViewConfig.saturation",
+    "strong_view.hue": "StrongViewConfig.hue",
+    "strong_view.jitter_prob": "StrongViewConfig.jitter_prob",
+    "strong_view.cutout_size": "StrongViewConfig.cutout_size",
+    "strong_view.cutout_fill": "StrongViewConfig.cutout_fill",
+    "strong_view.mean_pixel": "StrongViewConfig.mean_pixel",
+    "strong_view.jit_compile": "StrongViewConfig.jit_compile",
+    "strong_view.cutout_fraction": "StrongViewConfig.cutout_fraction",
+}
+# Names that are no longer configurables: any other parameter of theirs fails naming it.
+_LEGACY_CONFIGURABLES = frozenset(old.split(".")[0] for old in LEGACY_BINDINGS)
 
 
 def config_dirs():
@@ -76,7 +119,7 @@ def parse_gin(gin_files=(), gin_bindings=(), finalize=True, check_macros=True):
 
     Args:
       gin_files: paths or packaged config names.
-      gin_bindings: binding strings such as `"calibrated_fusion.gamma = 0.3"`.
+      gin_bindings: binding strings such as `"PseudoLabelConfig.gamma = 0.3"`.
       finalize: whether to lock the config afterwards.
       check_macros: fail on a macro set by a gin file or binding given here (not by an
         included file) that nothing reads. Off for a config saved by training, which holds
@@ -95,18 +138,22 @@ def parse_gin(gin_files=(), gin_bindings=(), finalize=True, check_macros=True):
     paths = [resolve_gin_file(f) for f in gin_files]
     defined = {}
     for path in paths:
-        try:
-            gin.parse_config_file(path)
-        except (ValueError, KeyError, SyntaxError, ImportError) as e:
-            raise ValueError(f"--gin_file={path}: {e}") from e
+        where = f"--gin_file={path}"
         with open(path) as f:
-            for name in _macros_set(f.read()):
-                defined[name] = f"--gin_file={path}"
-    for binding in gin_bindings:
+            text = rename_legacy_bindings(f.read(), where)
         try:
-            gin.parse_config(binding)
+            gin.parse_config(_NamedText(text, path))
         except (ValueError, KeyError, SyntaxError, ImportError) as e:
-            raise ValueError(f"--gin_bindings='{binding}': {e}") from e
+            raise ValueError(f"{where}: {e}{_legacy_hint(e)}") from e
+        for name in _macros_set(text):
+            defined[name] = where
+    for binding in gin_bindings:
+        where = f"--gin_bindings='{binding}'"
+        renamed = rename_legacy_bindings(binding, where)
+        try:
+            gin.parse_config(renamed)
+        except (ValueError, KeyError, SyntaxError, ImportError) as e:
+            raise ValueError(f"{where}: {e}{_legacy_hint(e)}") from e
         for name in _macros_set(binding):
             defined[name] = f"--gin_bindings='{binding}'"
     if check_macros:
@@ -114,6 +161,79 @@ def parse_gin(gin_files=(), gin_bindings=(), finalize=True, check_macros=True):
     if finalize:
         gin.finalize()
     return paths
+
+
+class _NamedText:
+    """Gin config text that gin's parser reads as the file `name` (for error locations)."""
+
+    def __init__(self, text, name):
+        self._lines = iter(text.splitlines(keepends=True))
+        self.name = name
+
+    def readline(self):
+        return next(self._lines, "")
+
+
+def rename_legacy_bindings(text, where="gin config"):
+    """Rewrites the renamed bindings of `LEGACY_BINDINGS` in gin text, warning for each.
+
+    Scopes are kept (`unlabelled/strong_view.cutout_size` becomes
+    `unlabelled/StrongViewConfig.cutout_size`); a module-qualified old name
+    (`wss.data.augment.strong_view.cutout_size`) becomes the new short name. Text that gin
+    cannot parse is returned unchanged, for gin to report.
+
+    Args:
+      text: gin statements (a file's text or one `--gin_bindings` value).
+      where: what the text is, for the messages (e.g. `--gin_file=PATH`).
+
+    Returns:
+      The text with every old binding name replaced by its new one.
+
+    Raises:
+      ValueError: for a binding to a parameter of a formerly configurable function that has no
+        new name, naming the binding.
+    """
+    if not any(name in text for name in _LEGACY_CONFIGURABLES):
+        return text
+    try:
+        statements = list(config_parser.ConfigParser(text, _NoReferences()))
+    except (ValueError, SyntaxError):
+        return text
+    lines = text.splitlines(keepends=True)
+    for statement in statements:
+        if not isinstance(statement, config_parser.BindingStatement) or not statement.arg_name:
+            continue
+        name = statement.selector.rsplit(".", 1)[-1]
+        if name not in _LEGACY_CONFIGURABLES:
+            continue
+        scope = f"{statement.scope}/" if statement.scope else ""
+        old_key = f"{scope}{statement.selector}.{statement.arg_name}"
+        new = LEGACY_BINDINGS.get(f"{name}.{statement.arg_name}")
+        if new is None:
+            renamed = sorted(old for old in LEGACY_BINDINGS if old.startswith(name + "."))
+            raise ValueError(
+                f"{where}: binding {old_key}: {name} is no longer gin-configurable and its "
+                f"parameter {statement.arg_name!r} has no gin binding any more (its renamed "
+                f"parameters: {', '.join(LEGACY_BINDINGS[old] for old in renamed)})")
+        index = statement.location.line_num - 1
+        line, count = re.subn(rf"^(\s*){re.escape(old_key)}(?=\s*=)", rf"\g<1>{scope}{new}",
+                              lines[index], count=1)
+        if not count:
+            raise ValueError(f"{where}: binding {old_key} was renamed to {scope}{new}; rename "
+                             f"it there")
+        lines[index] = line
+        logging.warning("%s: gin binding %s is deprecated and was read as %s%s (rename it)",
+                        where, old_key, scope, new)
+    return "".join(lines)
+
+
+def _legacy_hint(error):
+    """A hint for gin's error on a formerly configurable name (in an included file)."""
+    match = re.search(r"No configurable matching '(?:.*[./])?(\w+)'", str(error))
+    if match and match.group(1) in _LEGACY_CONFIGURABLES:
+        return (f" ({match.group(1)} is no longer gin-configurable; its bindings were renamed, "
+                f"see wss.config.LEGACY_BINDINGS)")
+    return ""
 
 
 class _NoReferences:
@@ -200,6 +320,48 @@ def check_number(binding, value, minimum=None, maximum=None, exclusive_minimum=F
     if bad:
         raise _binding_error(binding, value, expected)
     return value
+
+
+def check_bool(binding, value):
+    """Returns `value` if it is a bool, else fails naming the gin binding."""
+    if not isinstance(value, bool):
+        raise _binding_error(binding, value, "True or False")
+    return value
+
+
+def check_choice(binding, value, choices):
+    """Returns `value` if it is one of `choices`, else fails naming the gin binding."""
+    if not isinstance(value, str) or value not in choices:
+        raise _binding_error(binding, value, f"one of {tuple(choices)}")
+    return value
+
+
+def with_overrides(config_class, config=None, **overrides):
+    """A frozen config dataclass with some fields replaced, without gin's bindings.
+
+    Plain functions that take a config object (`make_pseudo_labels`, `strong_view`) also take
+    its fields as keyword arguments; this combines the two.
+
+    Args:
+      config_class: the dataclass (e.g. `PseudoLabelConfig`).
+      config: an instance, or None for the class's own defaults (not the gin-bound values:
+        gin configures the edges that build the config, not the function that reads it).
+      **overrides: field values; None means "keep the config's".
+
+    Returns:
+      An instance of `config_class` (validated by its `__post_init__`).
+
+    Raises:
+      TypeError: if `config` is not a `config_class`.
+    """
+    if config is None:
+        # Every field passed explicitly, so no gin binding of the class applies.
+        fields = {f.name: f.default for f in dataclasses.fields(config_class)}
+        config = config_class(**fields)
+    elif not isinstance(config, config_class):
+        raise TypeError(f"expected a {config_class.__name__}, got {config!r}")
+    changes = {key: value for key, value in overrides.items() if value is not None}
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def check_size(binding, value, minimum=1):

@@ -19,9 +19,11 @@ over convolution and dense kernels (including separable convolutions' pointwise 
 depthwise kernels are excluded unless `regularize_depthwise=True` (DeepLab's
 `regularize_depthwise=False` default for Xception and the decoder); BatchNorm parameters and
 biases are never decayed.
+
+These are plain functions, not gin configurables: their knobs (`L_u`'s weight, the weight-decay
+options) are arguments of the objective that calls them (`wss.objective.PseudoSegObjective`).
 """
 
-import gin
 import tensorflow as tf
 
 from wss import resize
@@ -75,7 +77,6 @@ def supervised_loss(logits, labels, ignore_label=IGNORE_LABEL):
     return pixel_cross_entropy(logits, labels, ignore_label)
 
 
-@gin.configurable
 def unlabelled_loss(pseudo_labels, strong_logits, strong_valid, pixel_weights=None, weight=1.0,
                     mask_align_corners=True):
     """L_u: soft cross-entropy between pseudo labels and the strong view's decoder logits.
@@ -91,7 +92,8 @@ def unlabelled_loss(pseudo_labels, strong_logits, strong_valid, pixel_weights=No
       strong_logits: `[B, h, w, C]` strong-view decoder logits.
       strong_valid: `[B, H, W]` mask at the image resolution (or already `[B, h, w]`).
       pixel_weights: optional `[B, h, w]` weights (e.g. confidence threshold mask).
-      weight: multiplier of the loss (the reference's `unlabeled_weight`, default 1).
+      weight: multiplier of the loss (the reference's `unlabeled_weight`, default 1;
+        `PseudoSegObjective.unlabelled_weight`).
       mask_align_corners: alignment used to downsample the mask (see `wss.resize`).
 
     Returns:
@@ -168,15 +170,13 @@ def is_decayed_variable(variable, regularize_depthwise=False):
     return regularize_depthwise or not depthwise
 
 
-# `weight` is the caller's (`PseudoSegObjective.weight_decay`, `pretrain.weight_decay`): binding
-# it here would be dead, so gin refuses it.
-@gin.configurable(denylist=["variables", "weight"])
 def weight_decay_loss(variables, weight=4e-5, regularize_depthwise=False, exclude=()):
     """DeepLab's L2 weight decay, `weight * sum_w sum(w^2) / 2` over the selected kernels.
 
     Args:
       variables: iterable of variables (e.g. `model.trainable_variables`).
-      weight: decay factor (4e-5 for Xception, 1e-4 for ResNet in DeepLab).
+      weight: decay factor (4e-5 for Xception, 1e-4 for ResNet in DeepLab;
+        `PseudoSegObjective.weight_decay`, `pretrain.weight_decay`).
       regularize_depthwise: also decay depthwise kernels.
       exclude: substrings; variables whose path contains any of them are skipped (e.g. the SGC
         head, which the reference did not regularise).

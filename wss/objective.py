@@ -28,14 +28,21 @@ as in the supervised baseline; there is no weak / strong pass and no L_u.
 
 Losses are per-replica means; the trainer scales the total by `1 / num_replicas` so that the
 gradient summed over replicas is the gradient of the global mean.
+
+The objective is the gin edge of the core: the pseudo labels' ablation switches arrive as one
+`PseudoLabelConfig` (`pseudo_labels`) and are handed to `make_pseudo_labels` where it is called,
+and the knobs of the plain loss functions are its arguments (`unlabelled_weight`,
+`mask_align_corners`, `weight_decay`, `regularize_depthwise`, `weight_decay_exclude`).
 """
 
 import gin
 import keras
 import tensorflow as tf
 
+from wss import config as config_lib
 from wss import gradcam, losses, metrics, pseudo_labels, sgc
 from wss.data.records import IGNORE_LABEL
+from wss.pseudo_labels import PseudoLabelConfig
 from wss.resize import downsample_mask, resize_labels, resize_like, spatial_size
 
 MODES = ("supervised", "semi", "weak", "self_training")
@@ -60,15 +67,30 @@ class PseudoSegObjective:
         ground-truth image labels exist.
       weight_decay: DeepLab's L2 factor (4e-5 for Xception, 1e-4 for ResNet).
       num_bins: calibration bins for the ECE diagnostics.
+      pseudo_labels: the pseudo labels' ablation switches, a `PseudoLabelConfig`; None builds
+        one (`PseudoLabelConfig()`, so its gin bindings apply).
+      unlabelled_weight: weight of L_u (the reference's `unlabeled_weight`).
+      mask_align_corners: alignment used to downsample `strong_valid` to the decoder resolution
+        in L_u (see `wss.resize`; the SGC head's own is an `SGCHead` argument).
+      regularize_depthwise: also decay depthwise kernels (DeepLab: False).
+      weight_decay_exclude: variable path substrings to leave out of the weight decay (e.g.
+        `('sgc_head',)`, as the reference).
     """
 
     def __init__(self, model, sgc_head=None, mode="semi", use_sgc_loss=True,
                  use_classification_loss=True, gradcam_inference_pass=False,
-                 classifier_threshold=0.5, weight_decay=4e-5, num_bins=15):
+                 classifier_threshold=0.5, weight_decay=4e-5, num_bins=15, pseudo_labels=None,
+                 unlabelled_weight=1.0, mask_align_corners=True, regularize_depthwise=False,
+                 weight_decay_exclude=()):
         if mode not in MODES:
             raise ValueError(f"PseudoSegObjective.mode={mode!r}; choose one of {MODES}")
         if mode in ONLINE_PSEUDO_LABEL_MODES and sgc_head is None:
             raise ValueError(f"mode={mode!r} needs an SGC head for its pseudo labels")
+        if pseudo_labels is None:
+            pseudo_labels = PseudoLabelConfig()
+        if not isinstance(pseudo_labels, PseudoLabelConfig):
+            raise TypeError(f"PseudoSegObjective.pseudo_labels={pseudo_labels!r}: expected a "
+                            f"PseudoLabelConfig")
         self.model = model
         self.sgc_head = sgc_head
         self.mode = mode
@@ -78,6 +100,18 @@ class PseudoSegObjective:
         self.classifier_threshold = classifier_threshold
         self.weight_decay = weight_decay
         self.num_bins = num_bins
+        self.pseudo_labels = pseudo_labels
+        self.unlabelled_weight = config_lib.check_number(
+            "PseudoSegObjective.unlabelled_weight", unlabelled_weight, minimum=0)
+        self.mask_align_corners = config_lib.check_bool(
+            "PseudoSegObjective.mask_align_corners", mask_align_corners)
+        self.regularize_depthwise = config_lib.check_bool(
+            "PseudoSegObjective.regularize_depthwise", regularize_depthwise)
+        if isinstance(weight_decay_exclude, str) or not all(
+                isinstance(pattern, str) for pattern in weight_decay_exclude):
+            raise ValueError(f"PseudoSegObjective.weight_decay_exclude={weight_decay_exclude!r}: "
+                             f"expected a tuple of strings")
+        self.weight_decay_exclude = tuple(weight_decay_exclude)
 
     @property
     def uses_unlabelled_stream(self):
@@ -113,7 +147,8 @@ class PseudoSegObjective:
         Returns:
           dict with `decoder_logits`, `sgc_logits` (at the decoder resolution),
           `distribution` (the fused or single-source distribution before sharpening), `targets`
-          and `pixel_weights` (from `make_pseudo_labels`).
+          and `pixel_weights` (from `make_pseudo_labels` with this objective's
+          `pseudo_labels` config).
         """
         outputs = self.model(batch["image"], training=True)
         decoder_logits = tf.stop_gradient(tf.cast(outputs["logits"], tf.float32))
@@ -126,7 +161,8 @@ class PseudoSegObjective:
         sgc_logits = self._sgc(cam_outputs, image_labels, batch["valid"], training=True)
         sgc_logits = tf.stop_gradient(resize_like(sgc_logits, decoder_logits))
         targets, pixel_weights, distribution = pseudo_labels.make_pseudo_labels(
-            decoder_logits, sgc_logits, return_distribution=True, image_labels=image_labels)
+            decoder_logits, sgc_logits, self.pseudo_labels, image_labels=image_labels,
+            return_distribution=True)
         return {"decoder_logits": decoder_logits, "sgc_logits": sgc_logits,
                 "distribution": distribution, "targets": targets,
                 "pixel_weights": pixel_weights}
@@ -167,12 +203,14 @@ class PseudoSegObjective:
             strong = self.model(unlabelled["strong"], training=True)
             named["loss_u"] = losses.unlabelled_loss(
                 pseudo["targets"], strong["logits"], unlabelled["strong_valid"],
-                pixel_weights=pseudo["pixel_weights"])
+                pixel_weights=pseudo["pixel_weights"], weight=self.unlabelled_weight,
+                mask_align_corners=self.mask_align_corners)
             if self.use_classification_loss and self.mode == "weak":
                 named["loss_x"] = losses.classification_loss(strong["cls_logits"],
                                                              unlabelled["class_labels"])
-        named["loss_wd"] = losses.weight_decay_loss(self.model.trainable_variables,
-                                                    weight=self.weight_decay)
+        named["loss_wd"] = losses.weight_decay_loss(
+            self.model.trainable_variables, weight=self.weight_decay,
+            regularize_depthwise=self.regularize_depthwise, exclude=self.weight_decay_exclude)
         total = tf.add_n(list(named.values()))
         return total, named, strong
 

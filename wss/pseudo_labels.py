@@ -15,15 +15,67 @@ gamma = 0.5 (`(prob + att_prob) / 2`); gamma is a parameter here. Normalisation 
 when fusing (as in the reference: a single source uses its plain softmax). Sharpening is only
 applied to soft labels (hard labels are the argmax, which sharpening does not change).
 
-`make_pseudo_labels` is the gin-configurable entry point with the ablation switches.
+`make_pseudo_labels` is a plain function; its ablation switches (source, normalisation, gamma,
+T, soft / hard, threshold, restriction to the image labels) are the fields of
+`PseudoLabelConfig`, a small frozen config object. Gin configures the config
+(`PseudoLabelConfig.temperature = 0.1`), which the objective (`wss.objective.PseudoSegObjective`,
+argument `pseudo_labels`) receives and hands to `make_pseudo_labels` where it calls it.
 """
+
+import dataclasses
 
 import gin
 import tensorflow as tf
 
+from wss import config as config_lib
 from wss import resize
 
 SOURCES = ("fusion", "decoder", "sgc")
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class PseudoLabelConfig:
+    """The ablation switches of the pseudo labels (see `make_pseudo_labels`).
+
+    Gin: `PseudoLabelConfig.gamma = 0.3`, or a whole config as
+    `PseudoSegObjective.pseudo_labels = @PseudoLabelConfig()`.
+
+    Attributes:
+      source: `'fusion'` (eq. 4), `'decoder'` (softmax of the decoder) or `'sgc'` (softmax of
+        the SGC head).
+      normalize: shared RMS normalisation before fusing (only used by `'fusion'`).
+      gamma: decoder weight in the fusion, in [0, 1].
+      temperature: sharpening temperature for soft labels, > 0 (1.0 = none).
+      soft: soft (sharpened probabilities) or hard (one-hot argmax) labels.
+      threshold: in [0, 1]; if > 0, pixels whose confidence (max probability, after
+        sharpening for soft labels, as in the reference) is below it get weight 0.
+      restrict_to_image_labels: give the foreground mass of the classes that the image-level
+        labels mark absent to the present ones (an extension, off in the paper and reference).
+
+    Raises:
+      ValueError: on construction, for a bad value, naming the field
+        (e.g. `PseudoLabelConfig.temperature=0.0: expected a number > 0`).
+    """
+
+    source: str = "fusion"
+    normalize: bool = True
+    gamma: float = 0.5
+    temperature: float = 0.5
+    soft: bool = True
+    threshold: float = 0.0
+    restrict_to_image_labels: bool = False
+
+    def __post_init__(self):
+        name = type(self).__name__
+        config_lib.check_choice(f"{name}.source", self.source, SOURCES)
+        config_lib.check_bool(f"{name}.normalize", self.normalize)
+        config_lib.check_number(f"{name}.gamma", self.gamma, minimum=0, maximum=1)
+        config_lib.check_number(f"{name}.temperature", self.temperature, minimum=0,
+                                exclusive_minimum=True)
+        config_lib.check_bool(f"{name}.soft", self.soft)
+        config_lib.check_number(f"{name}.threshold", self.threshold, minimum=0, maximum=1)
+        config_lib.check_bool(f"{name}.restrict_to_image_labels", self.restrict_to_image_labels)
 
 
 def upsample_to(logits, reference):
@@ -130,56 +182,9 @@ def restrict_to_classes(probs, image_labels):
     return tf.concat([background, foreground], axis=-1)
 
 
-@gin.configurable
-def make_pseudo_labels(
-    decoder_logits,
-    sgc_logits=None,
-    source="fusion",
-    normalize=True,
-    gamma=0.5,
-    temperature=0.5,
-    soft=True,
-    threshold=0.0,
-    return_distribution=False,
-    image_labels=None,
-    restrict_to_image_labels=False,
-):
-    """Pseudo labels and per-pixel weights for the unlabelled loss, with ablation switches.
-
-    Args:
-      decoder_logits: `[B, H, W, C]` weak-view decoder logits.
-      sgc_logits: `[B, h, w, C]` weak-view SGC logits; upsampled to `H x W` when the sizes
-        differ. Required unless `source == 'decoder'`.
-      source: `'fusion'` (eq. 4), `'decoder'` (softmax of the decoder) or `'sgc'` (softmax of
-        the SGC head).
-      normalize: shared RMS normalisation before fusing (only used by `'fusion'`).
-      gamma: decoder weight in the fusion.
-      temperature: sharpening temperature for soft labels (1.0 = none).
-      soft: soft (sharpened probabilities) or hard (one-hot argmax) labels.
-      threshold: if > 0, pixels whose confidence (max probability, after sharpening for soft
-        labels, as in the reference) is below it get weight 0.
-      image_labels: optional `[B, C - 1]` multi-hot labels of the classes present (ground truth
-        with image-level labels, else the classifier's predictions): the labels that select
-        the Grad-CAM classes.
-      restrict_to_image_labels: give the foreground mass of the classes that `image_labels`
-        marks absent to the present ones (`restrict_to_classes`), in the sharpened soft target
-        (or, for hard labels, before the argmax), as the CAMs of absent classes are zeroed: an
-        extension of the paper's rule from the SGC branch to the pseudo label; background is
-        untouched. The returned distribution is not restricted.
-      return_distribution: also return the distribution before sharpening (the calibrated
-        fusion itself, or the single source's softmax), whose calibration the diagnostics
-        measure.
-
-    Returns:
-      (targets, weights): float32 `[B, H, W, C]` target distributions (one-hot when hard) and
-      float32 `[B, H, W]` pixel weights in {0, 1}, both under stop-gradient; with
-      `return_distribution`, a third element, the `[B, H, W, C]` distribution.
-
-    Raises:
-      ValueError: on an unknown source or a missing `sgc_logits`.
-    """
-    if source not in SOURCES:
-        raise ValueError(f"Unknown pseudo-label source {source!r}; expected one of {SOURCES}.")
+def _source_distribution(decoder_logits, sgc_logits, config):
+    """The distribution before sharpening: the calibrated fusion or one source's softmax."""
+    source = config.source
     decoder_logits = tf.cast(decoder_logits, tf.float32)
     if source != "decoder":
         if sgc_logits is None:
@@ -187,30 +192,83 @@ def make_pseudo_labels(
         sgc_logits = tf.cast(sgc_logits, tf.float32)
         if sgc_logits.shape[1:3] != decoder_logits.shape[1:3] or None in sgc_logits.shape[1:3]:
             sgc_logits = upsample_to(sgc_logits, decoder_logits)
-
     if source == "fusion":
-        probs = calibrated_fusion(decoder_logits, sgc_logits, gamma=gamma, temperature=1.0,
-                                  normalize=normalize)
-    elif source == "decoder":
-        probs = tf.nn.softmax(decoder_logits, axis=-1)
-    else:
-        probs = tf.nn.softmax(sgc_logits, axis=-1)
-    if restrict_to_image_labels and image_labels is None:
+        return calibrated_fusion(decoder_logits, sgc_logits, gamma=config.gamma,
+                                 temperature=1.0, normalize=config.normalize)
+    if source == "decoder":
+        return tf.nn.softmax(decoder_logits, axis=-1)
+    return tf.nn.softmax(sgc_logits, axis=-1)
+
+
+def make_pseudo_labels(
+    decoder_logits,
+    sgc_logits=None,
+    config=None,
+    *,
+    image_labels=None,
+    return_distribution=False,
+    source=None,
+    normalize=None,
+    gamma=None,
+    temperature=None,
+    soft=None,
+    threshold=None,
+    restrict_to_image_labels=None,
+):
+    """Pseudo labels and per-pixel weights for the unlabelled loss, with ablation switches.
+
+    The switches are `config`'s (a `PseudoLabelConfig`; without one, its defaults: fusion,
+    normalised, gamma 0.5, T 0.5, soft, no threshold, unrestricted); a switch given as a keyword
+    argument overrides the config's value. Gin bindings do not reach this function: they
+    configure the `PseudoLabelConfig` that the objective passes in.
+
+    Args:
+      decoder_logits: `[B, H, W, C]` weak-view decoder logits.
+      sgc_logits: `[B, h, w, C]` weak-view SGC logits; upsampled to `H x W` when the sizes
+        differ. Required unless the source is `'decoder'`.
+      config: a `PseudoLabelConfig`, or None for its defaults.
+      image_labels: optional `[B, C - 1]` multi-hot labels of the classes present (ground truth
+        with image-level labels, else the classifier's predictions): the labels that select
+        the Grad-CAM classes. Required with `restrict_to_image_labels`.
+      return_distribution: also return the distribution before sharpening (the calibrated
+        fusion itself, or the single source's softmax), whose calibration the diagnostics
+        measure.
+      source, normalize, gamma, temperature, soft, threshold, restrict_to_image_labels:
+        override the config's field of the same name (documented in `PseudoLabelConfig`;
+        `restrict_to_image_labels` acts on the sharpened soft target, or before the argmax for
+        hard labels; the returned distribution is not restricted).
+
+    Returns:
+      (targets, weights): float32 `[B, H, W, C]` target distributions (one-hot when hard) and
+      float32 `[B, H, W]` pixel weights in {0, 1}, both under stop-gradient; with
+      `return_distribution`, a third element, the `[B, H, W, C]` distribution.
+
+    Raises:
+      ValueError: on a bad switch value (naming it), a missing `sgc_logits` or missing
+        `image_labels`.
+    """
+    config = config_lib.with_overrides(
+        PseudoLabelConfig, config, source=source, normalize=normalize, gamma=gamma,
+        temperature=temperature, soft=soft, threshold=threshold,
+        restrict_to_image_labels=restrict_to_image_labels)
+    probs = _source_distribution(decoder_logits, sgc_logits, config)
+    restrict = config.restrict_to_image_labels
+    if restrict and image_labels is None:
         raise ValueError("restrict_to_image_labels=True needs image_labels.")
 
-    if soft:
+    if config.soft:
         # Restricting after sharpening keeps the (sharpened) background / foreground decision:
         # before it, the flat calibrated fusion would hand most pixels to foreground.
-        targets = sharpen(probs, temperature)
-        if restrict_to_image_labels:
+        targets = sharpen(probs, config.temperature)
+        if restrict:
             targets = restrict_to_classes(targets, image_labels)
     else:
-        if restrict_to_image_labels:
+        if restrict:
             probs = restrict_to_classes(probs, image_labels)
         targets = tf.one_hot(tf.argmax(probs, axis=-1), tf.shape(probs)[-1], dtype=tf.float32)
-    confidence = tf.reduce_max(targets if soft else probs, axis=-1)
-    if threshold > 0:
-        weights = tf.cast(confidence >= threshold, tf.float32)
+    confidence = tf.reduce_max(targets if config.soft else probs, axis=-1)
+    if config.threshold > 0:
+        weights = tf.cast(confidence >= config.threshold, tf.float32)
     else:
         weights = tf.ones_like(confidence)
     if return_distribution:

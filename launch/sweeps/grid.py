@@ -2,7 +2,7 @@
 
 Values are kept as gin literal texts (numbers, 'strings', True/False/None, tuples,
 @references); a trial is named after its bindings, made filesystem-safe, e.g.
-`make_pseudo_labels.gamma=0.3,make_pseudo_labels.temperature=0.7`.
+`PseudoLabelConfig.gamma=0.3,PseudoLabelConfig.temperature=0.7`.
 """
 
 import collections
@@ -77,7 +77,7 @@ def parse_sweep(text):
     flag = f"--sweep={text!r}"
     if "=" not in text:
         raise SweepError(f"{flag} is not PARAM=[v1, v2, ...], e.g. "
-                         "--sweep='make_pseudo_labels.gamma=[0.3, 0.5]'")
+                         "--sweep='PseudoLabelConfig.gamma=[0.3, 0.5]'")
     param, values = (part.strip() for part in text.split("=", 1))
     if not _PARAM_RE.match(param):
         raise SweepError(f"{flag}: {param!r} is not a gin parameter name "

@@ -11,7 +11,9 @@ jitter of the weak crop (brightness 0.5, contrast 0.5, saturation 0.5, hue 0.25,
 random order in [0, 1] with clipping after each, probability 1), scaled by `strength`, then one
 CutOut square (reference 100 x 100, `pad_size=50`) filled with the mean pixel 127.5 and set to 0
 in `strong_valid`. The strong view is computed from the weak crop itself, so the two views are
-aligned pixel for pixel; padding stays 127.5 in both.
+aligned pixel for pixel; padding stays 127.5 in both. Its settings are a `StrongViewConfig`
+(the gin-configurable part: `StrongViewConfig.cutout_size = 8`), which the unlabelled stream
+hands to the plain function `strong_view`.
 
 Differences from the reference, both deliberate: the jitter is applied to the crop instead of the
 whole scaled image (cheaper at large scales), and the contrast mean is taken over the valid pixels
@@ -29,12 +31,14 @@ saturation and hue in closed form, CutOut, padding) in one XLA-compiled function
 both against the plain compositions (labels and masks exactly, pixels to ~1e-3 of 255).
 """
 
+import dataclasses
 import functools
-from typing import Dict, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import gin
 import tensorflow as tf
 
+from wss import config as config_lib
 from wss.data.records import IGNORE_LABEL
 
 MEAN_PIXEL = 127.5
@@ -139,6 +143,97 @@ def _label_index(offset, size, in_size, new_size):
     return tf.where(positions < new_size, index, in_size)
 
 
+class _Window(NamedTuple):
+    """The random draws of `weak_view`: scale, crop window and flip (scalars / `[2]` sizes)."""
+
+    in_size: tf.Tensor  # source `[2]`
+    new_size: tf.Tensor  # scaled `[2]`
+    scale: tf.Tensor
+    off_y: tf.Tensor  # crop offset in the padded scaled image
+    off_x: tf.Tensor
+    out_h: tf.Tensor  # real (non-padding) pixels in the crop
+    out_w: tf.Tensor
+    flip: tf.Tensor
+
+
+def _draw_window(image, seed, height, width, min_scale, max_scale, scale_step, flip_prob):
+    """Draws scale, crop offsets and flip as `random_scale`, `random_crop` and `random_flip`."""
+    s_scale, s_crop, s_flip = _split(seed, 3)
+    in_size = tf.shape(image)[:2]
+    factors = scale_factors(min_scale, max_scale, scale_step)
+    index = tf.random.stateless_uniform([], s_scale, 0, tf.shape(factors)[0], dtype=tf.int32)
+    scale = factors[index]
+    new_size = tf.maximum(tf.cast(tf.cast(in_size, tf.float32) * scale, tf.int32), 1)
+    # Crop offsets within the padded scaled image, as `random_crop` draws them.
+    padded = tf.maximum(new_size, [height, width])
+    seed_y, seed_x = _split(s_crop, 2)
+    off_y = tf.random.stateless_uniform([], seed_y, 0, padded[0] - height + 1, dtype=tf.int32)
+    off_x = tf.random.stateless_uniform([], seed_x, 0, padded[1] - width + 1, dtype=tf.int32)
+    out_h = tf.minimum(new_size[0] - off_y, height)
+    out_w = tf.minimum(new_size[1] - off_x, width)
+    flip = tf.random.stateless_uniform([], s_flip) < flip_prob
+    return _Window(in_size, new_size, scale, off_y, off_x, out_h, out_w, flip)
+
+
+def _weak_image(image, window: _Window, height, width, mean_pixel):
+    """The scaled, padded, cropped and flipped image of `window`, float32 `[height, width, 3]`.
+
+    Flipping commutes with resampling (both kernels are mirror-symmetric), so the uint8 source
+    is flipped, and the crop columns are mirrored: the real pixels are columns
+    `[new_w - off_x - out_w, new_w - off_x)` of the flipped scaled image, padded on the left.
+    """
+    w = window
+    image = tf.cond(w.flip, lambda: tf.reverse(image, [1]), lambda: image)
+    col = tf.where(w.flip, w.new_size[1] - w.off_x - w.out_w, w.off_x)
+    begin = tf.stack([w.off_y, col, 0])
+    extent = tf.stack([w.out_h, w.out_w, 3])
+
+    def shrink():
+        return tf.raw_ops.ScaleAndTranslate(
+            images=image[None], size=tf.stack([w.out_h, w.out_w]),  # uint8 in: no cast pass
+            scale=tf.cast(w.new_size, tf.float32) / tf.cast(w.in_size, tf.float32),
+            translation=-tf.cast(begin[:2], tf.float32), kernel_type="triangle",
+            antialias=True)[0]
+
+    def enlarge():
+        full = tf.raw_ops.ResizeBilinear(images=tf.cast(image, tf.float32)[None],
+                                         size=w.new_size, half_pixel_centers=True)[0]
+        return tf.slice(full, begin, extent)
+
+    crop = tf.cond(
+        tf.reduce_all(tf.equal(w.new_size, w.in_size)),
+        lambda: tf.cast(tf.slice(image, begin, extent), tf.float32),
+        lambda: tf.cond(w.scale < 1.0, shrink, enlarge))
+    # Padding by concatenation (cheaper than tf.pad); on the left when flipped.
+    fill = tf.fill([w.out_h, width - w.out_w, 3], tf.constant(mean_pixel, tf.float32))
+    crop = tf.cond(w.flip, lambda: tf.concat([fill, crop], 1),
+                   lambda: tf.concat([crop, fill], 1))
+    crop = tf.concat(
+        [crop, tf.fill([height - w.out_h, width, 3], tf.constant(mean_pixel, tf.float32))], 0)
+    crop.set_shape([height, width, 3])
+    return crop
+
+
+def _weak_label_and_valid(label, window: _Window, height, width):
+    """The label (int32) and valid mask (float32) `[height, width]` of `window`.
+
+    Index vectors of the padded crop, reversed when flipped. Columns are gathered as rows of
+    the transpose (a row gather copies whole rows; a column gather copies one element at a
+    time); padding gathers an appended ignore row / column.
+    """
+    w = window
+    rows = _label_index(w.off_y, height, w.in_size[0], w.new_size[0])
+    cols = _label_index(w.off_x, width, w.in_size[1], w.new_size[1])
+    cols = tf.cond(w.flip, lambda: tf.reverse(cols, [0]), lambda: cols)
+    label = tf.pad(label, [[0, 1], [0, 1]], constant_values=IGNORE_LABEL)
+    crop_label = tf.transpose(tf.gather(tf.transpose(tf.gather(label, rows)), cols))
+    crop_label.set_shape([height, width])
+    valid = (tf.cast(rows < w.in_size[0], tf.float32)[:, None]
+             * tf.cast(cols < w.in_size[1], tf.float32)[None, :])
+    valid.set_shape([height, width])
+    return crop_label, valid
+
+
 def weak_view(
     image: tf.Tensor,
     label: tf.Tensor,
@@ -181,65 +276,10 @@ def weak_view(
       float32 `[h, w]`, static shapes.
     """
     height, width = int(crop_size[0]), int(crop_size[1])
-    s_scale, s_crop, s_flip = _split(seed, 3)
-    label = tf.cast(label, tf.int32)
-    in_size = tf.shape(image)[:2]
-    factors = scale_factors(min_scale, max_scale, scale_step)
-    index = tf.random.stateless_uniform([], s_scale, 0, tf.shape(factors)[0], dtype=tf.int32)
-    scale = factors[index]
-    new_size = tf.maximum(tf.cast(tf.cast(in_size, tf.float32) * scale, tf.int32), 1)
-    # Crop offsets within the padded scaled image, as `random_crop` draws them.
-    padded = tf.maximum(new_size, [height, width])
-    seed_y, seed_x = _split(s_crop, 2)
-    off_y = tf.random.stateless_uniform([], seed_y, 0, padded[0] - height + 1, dtype=tf.int32)
-    off_x = tf.random.stateless_uniform([], seed_x, 0, padded[1] - width + 1, dtype=tf.int32)
-    out_h = tf.minimum(new_size[0] - off_y, height)  # real pixels in the crop
-    out_w = tf.minimum(new_size[1] - off_x, width)
-    flip = tf.random.stateless_uniform([], s_flip) < flip_prob
-
-    # Image: flipping commutes with resampling (both kernels are mirror-symmetric), so the
-    # uint8 source is flipped, and the crop columns are mirrored: the real pixels are columns
-    # [new_w - off_x - out_w, new_w - off_x) of the flipped scaled image, padded on the left.
-    image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
-    col = tf.where(flip, new_size[1] - off_x - out_w, off_x)
-    begin = tf.stack([off_y, col, 0])
-    extent = tf.stack([out_h, out_w, 3])
-
-    def shrink():
-        return tf.raw_ops.ScaleAndTranslate(
-            images=image[None], size=tf.stack([out_h, out_w]),  # uint8 in: no cast pass
-            scale=tf.cast(new_size, tf.float32) / tf.cast(in_size, tf.float32),
-            translation=-tf.cast(begin[:2], tf.float32), kernel_type="triangle",
-            antialias=True)[0]
-
-    def enlarge():
-        full = tf.raw_ops.ResizeBilinear(images=tf.cast(image, tf.float32)[None], size=new_size,
-                                         half_pixel_centers=True)[0]
-        return tf.slice(full, begin, extent)
-
-    crop = tf.cond(
-        tf.reduce_all(tf.equal(new_size, in_size)),
-        lambda: tf.cast(tf.slice(image, begin, extent), tf.float32),
-        lambda: tf.cond(scale < 1.0, shrink, enlarge))
-    # Padding by concatenation (cheaper than tf.pad); on the left when flipped.
-    fill = tf.fill([out_h, width - out_w, 3], tf.constant(mean_pixel, tf.float32))
-    crop = tf.cond(flip, lambda: tf.concat([fill, crop], 1), lambda: tf.concat([crop, fill], 1))
-    crop = tf.concat(
-        [crop, tf.fill([height - out_h, width, 3], tf.constant(mean_pixel, tf.float32))], 0)
-    crop.set_shape([height, width, 3])
-
-    # Label and valid: index vectors of the padded crop, reversed when flipped. Columns are
-    # gathered as rows of the transpose (a row gather copies whole rows; a column gather
-    # copies one element at a time).
-    rows = _label_index(off_y, height, in_size[0], new_size[0])
-    cols = _label_index(off_x, width, in_size[1], new_size[1])
-    cols = tf.cond(flip, lambda: tf.reverse(cols, [0]), lambda: cols)
-    label = tf.pad(label, [[0, 1], [0, 1]], constant_values=IGNORE_LABEL)
-    crop_label = tf.transpose(tf.gather(tf.transpose(tf.gather(label, rows)), cols))
-    crop_label.set_shape([height, width])
-    valid = (tf.cast(rows < in_size[0], tf.float32)[:, None]
-             * tf.cast(cols < in_size[1], tf.float32)[None, :])
-    valid.set_shape([height, width])
+    window = _draw_window(image, seed, height, width, min_scale, max_scale, scale_step,
+                          flip_prob)
+    crop = _weak_image(image, window, height, width, mean_pixel)
+    crop_label, valid = _weak_label_and_valid(tf.cast(label, tf.int32), window, height, width)
     return {"image": crop, "label": crop_label, "valid": valid}
 
 
@@ -455,21 +495,73 @@ def _compiled_strong_core(**static):
 
 
 @gin.configurable
+@dataclasses.dataclass(frozen=True)
+class StrongViewConfig:
+    """The strong view's settings (see `strong_view`), handed to it by the unlabelled stream.
+
+    Gin: `StrongViewConfig.cutout_size = 8`, or a whole config as
+    `unlabelled_dataset.strong_view = @StrongViewConfig()`.
+
+    Attributes:
+      strength: Multiplies the four jitter amounts (0 disables jitter).
+      brightness, contrast, saturation, hue: Jitter amounts at strength 1 (reference values).
+      jitter_prob: Probability of jittering at all (reference: 1.0), in [0, 1].
+      cutout_size: Side of the CutOut square in pixels (reference: 100, its `pad_size=50`;
+        the paper's text says 50 x 50). 0 disables CutOut.
+      cutout_fill: Value of the CutOut pixels (reference: the mean pixel 127.5).
+      mean_pixel: Value the padding keeps.
+      jit_compile: Run the per-pixel work under XLA (speed only).
+      cutout_fraction: In [0, 1]; if > 0, the CutOut side is this fraction of the crop's
+        shorter side (rounded), replacing `cutout_size`, so that one setting suits every crop
+        size (the reference's 100 px on 513 px crops is about 0.2).
+
+    Raises:
+      ValueError: on construction, for a bad value, naming the field
+        (e.g. `StrongViewConfig.jitter_prob=2.0: expected a number >= 0 and <= 1`).
+    """
+
+    strength: float = 1.0
+    brightness: float = 0.5
+    contrast: float = 0.5
+    saturation: float = 0.5
+    hue: float = 0.25
+    jitter_prob: float = 1.0
+    cutout_size: int = 100
+    cutout_fill: float = MEAN_PIXEL
+    mean_pixel: float = MEAN_PIXEL
+    jit_compile: bool = True
+    cutout_fraction: float = 0.0
+
+    def __post_init__(self):
+        name = type(self).__name__
+        for field in ("strength", "brightness", "contrast", "saturation", "hue"):
+            config_lib.check_number(f"{name}.{field}", getattr(self, field), minimum=0)
+        config_lib.check_number(f"{name}.jitter_prob", self.jitter_prob, minimum=0, maximum=1)
+        config_lib.check_int(f"{name}.cutout_size", self.cutout_size, minimum=0)
+        config_lib.check_number(f"{name}.cutout_fill", self.cutout_fill)
+        config_lib.check_number(f"{name}.mean_pixel", self.mean_pixel)
+        config_lib.check_bool(f"{name}.jit_compile", self.jit_compile)
+        config_lib.check_number(f"{name}.cutout_fraction", self.cutout_fraction, minimum=0,
+                                maximum=1)
+
+
 def strong_view(
     image: tf.Tensor,
     valid: tf.Tensor,
     seed: tf.Tensor,
-    strength: float = 1.0,
-    brightness: float = 0.5,
-    contrast: float = 0.5,
-    saturation: float = 0.5,
-    hue: float = 0.25,
-    jitter_prob: float = 1.0,
-    cutout_size: int = 100,
-    cutout_fill: float = MEAN_PIXEL,
-    mean_pixel: float = MEAN_PIXEL,
-    jit_compile: bool = True,
-    cutout_fraction: float = 0.0,
+    config: Optional[StrongViewConfig] = None,
+    *,
+    strength: Optional[float] = None,
+    brightness: Optional[float] = None,
+    contrast: Optional[float] = None,
+    saturation: Optional[float] = None,
+    hue: Optional[float] = None,
+    jitter_prob: Optional[float] = None,
+    cutout_size: Optional[int] = None,
+    cutout_fill: Optional[float] = None,
+    mean_pixel: Optional[float] = None,
+    jit_compile: Optional[bool] = None,
+    cutout_fraction: Optional[float] = None,
 ) -> Dict[str, tf.Tensor]:
     """The strong view of a weak crop: colour jitter and one CutOut square.
 
@@ -477,34 +569,41 @@ def strong_view(
     one XLA-compiled function (`jit_compile=True`, the default; static crop shape) or as plain
     TF ops. The two agree to float rounding (~1e-4 of the pixel range).
 
+    The settings are `config`'s (a `StrongViewConfig`; without one, its defaults, the
+    reference's); a setting given as a keyword argument overrides the config's value. Gin
+    bindings do not reach this function: they configure the `StrongViewConfig` that the
+    unlabelled stream (`wss.data.pipeline.unlabelled_dataset`) passes in.
+
     Args:
       image: float32 `[h, w, 3]` in [0, 255], the weak view (static shape).
       valid: float32 `[h, w]`, the weak view's valid mask.
       seed: Stateless seed `[2]`.
-      strength: Multiplies the four jitter amounts (0 disables jitter).
-      brightness, contrast, saturation, hue: Jitter amounts at strength 1 (reference values).
-      jitter_prob: Probability of jittering at all (reference: 1.0).
-      cutout_size: Side of the CutOut square in pixels (reference: 100, its `pad_size=50`;
-        the paper's text says 50 x 50). 0 disables CutOut.
-      cutout_fill: Value of the CutOut pixels (reference: the mean pixel 127.5).
-      mean_pixel: Value the padding keeps.
-      jit_compile: Run the per-pixel work under XLA.
-      cutout_fraction: If > 0, the CutOut side is this fraction of the crop's shorter side
-        (rounded), replacing `cutout_size`, so that one setting suits every crop size (the
-        reference's 100 px on 513 px crops is about 0.2).
+      config: A `StrongViewConfig`, or None for its defaults.
+      strength, brightness, contrast, saturation, hue, jitter_prob, cutout_size, cutout_fill,
+        mean_pixel, jit_compile, cutout_fraction: Override the config's field of that name
+        (see `StrongViewConfig`).
 
     Returns:
       Dict with `strong` float32 `[h, w, 3]` and `strong_valid` float32 `[h, w]`.
+
+    Raises:
+      ValueError: on a bad setting, naming it.
     """
+    c = config_lib.with_overrides(
+        StrongViewConfig, config, strength=strength, brightness=brightness, contrast=contrast,
+        saturation=saturation, hue=hue, jitter_prob=jitter_prob, cutout_size=cutout_size,
+        cutout_fill=cutout_fill, mean_pixel=mean_pixel, jit_compile=jit_compile,
+        cutout_fraction=cutout_fraction)
+    strength, jitter_prob, cutout_size = c.strength, c.jitter_prob, c.cutout_size
     height, width = image.shape[0], image.shape[1]
-    if cutout_fraction > 0:
-        cutout_size = max(1, int(round(cutout_fraction * min(height, width))))
+    if c.cutout_fraction > 0:
+        cutout_size = max(1, int(round(c.cutout_fraction * min(height, width))))
     s_prob, s_jitter, s_cut = _split(seed, 3)
     names, amounts, order = (), tf.zeros([0], tf.float32), tf.zeros([0], tf.int32)
     if strength > 0 and jitter_prob > 0:
         names, amounts, order = _jitter_params(
-            s_jitter, brightness * strength, contrast * strength, saturation * strength,
-            hue * strength, True, 255.0)
+            s_jitter, c.brightness * strength, c.contrast * strength, c.saturation * strength,
+            c.hue * strength, True, 255.0)
     partial_jitter = bool(names) and jitter_prob < 1.0
     apply = (tf.random.stateless_uniform([], s_prob) < jitter_prob if partial_jitter
              else tf.constant(True))
@@ -513,10 +612,10 @@ def strong_view(
     else:
         cy = cx = tf.constant(0, tf.int32)
     static = dict(names=names, partial_jitter=partial_jitter, cutout_size=int(cutout_size),
-                  cutout_fill=float(cutout_fill), mean_pixel=float(mean_pixel))
+                  cutout_fill=float(c.cutout_fill), mean_pixel=float(c.mean_pixel))
     if not names and cutout_size <= 0:
         return {"strong": image, "strong_valid": valid}
-    core = _compiled_strong_core(**static) if jit_compile else functools.partial(
+    core = _compiled_strong_core(**static) if c.jit_compile else functools.partial(
         _strong_core, **static)
     strong, strong_valid = core(image, valid, amounts, order, apply, cy, cx)
     strong.set_shape(image.shape)
@@ -526,5 +625,5 @@ def strong_view(
 
 __all__ = [
     "MEAN_PIXEL", "color_jitter", "cutout_mask", "pad_to_size", "random_crop", "random_flip",
-    "random_scale", "scale_factors", "strong_view", "weak_view",
+    "random_scale", "scale_factors", "StrongViewConfig", "strong_view", "weak_view",
 ]

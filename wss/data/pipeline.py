@@ -348,20 +348,30 @@ def unlabelled_dataset(
     input_context: Optional[tf.distribute.InputContext] = None,
     check_ids: bool = True,
     skip_batches: int = 0,
+    strong_view: Optional[augment.StrongViewConfig] = None,
 ) -> tf.data.Dataset:
     """The unlabelled / image-labelled training stream: weak and strong views of one crop.
 
-    The strong view's settings are the gin bindings of `wss.data.augment.strong_view`
-    (`strength`, `cutout_size`, ...). `class_labels` come from `image/class/label` when a
-    record has it, else from the cropped mask (as the reference), else are all 0. `label` is
-    the weak view's mask (all 255 for records without one; `has_mask` tells).
+    The strong view's settings are `strong_view`, a `wss.data.augment.StrongViewConfig`
+    (gin: `StrongViewConfig.cutout_size = 8`, ...). `class_labels` come from
+    `image/class/label` when a record has it, else from the cropped mask (as the reference),
+    else are all 0. `label` is the weak view's mask (all 255 for records without one;
+    `has_mask` tells).
 
-    Args: as `labelled_dataset`.
+    Args: as `labelled_dataset`, and
+      strong_view: The strong view's settings; None builds a `StrongViewConfig()` (so its gin
+        bindings apply).
 
     Returns:
       A repeated dataset of dicts `image`, `label`, `valid`, `strong`, `strong_valid`,
       `class_labels`, `has_mask`, `filename`.
     """
+    if strong_view is None:
+        strong_view = augment.StrongViewConfig()
+    if not isinstance(strong_view, augment.StrongViewConfig):
+        raise TypeError(f"unlabelled_dataset.strong_view={strong_view!r}: expected a "
+                        f"StrongViewConfig")
+
     @_no_autograph
     def map_fn(serialized, random_value):
         ex = records.parse_example(serialized, num_classes)
@@ -369,7 +379,7 @@ def unlabelled_dataset(
             tf.random.experimental.stateless_split(_example_seed(random_value), 2))
         view = augment.weak_view(ex["image"], ex["label"], seed_weak, crop_size,
                                  min_scale, max_scale, scale_step)
-        strong = augment.strong_view(view["image"], view["valid"], seed_strong)
+        strong = augment.strong_view(view["image"], view["valid"], seed_strong, strong_view)
         return {
             "image": view["image"],
             "label": view["label"],
