@@ -1,384 +1,215 @@
-"""Quality benchmark: the demo's methods on the built-in synthetic sets, over seeds.
+"""Quality benchmark: the paper's tables 5 and 6 on the built-in synthetic sets, over seeds.
 
-Runs `python -m wss.train` for every (dataset, method, seed) cell, with the demo configs and
-nothing else than the bindings a user of another dataset would give (data directory, number
-of classes, class names, split files, crop size), skips cells that already finished, and
-writes a markdown report with the validation mIoU (mean and min-max over seeds), the share of
-the gap between supervised 1/16 and supervised with all labels that each method closes, and
-the expected calibration error of the decoder, SGC and fused pseudo labels.
+    python benchmarks/quality.py --grid=quick   --root_dir=runs/quality --parallel=2  # ~17 min
+    python benchmarks/quality.py --grid=default --root_dir=runs/quality --parallel=2  # ~76 min
+    python benchmarks/quality.py --grid=full    --root_dir=runs/quality --parallel=2  # ~11 h
+        [--datasets=shapes,random_colours] [--methods=supervised,pseudoseg,...]
+        [--splits=1_16,1_8,all] [--seeds=0,1,2] [--sweep_seeds=0 (empty: no sweep)]
+        [--plan] [--report_only] [--python=INTERPRETER]
 
-    python benchmarks/quality.py --root_dir=runs/quality [--datasets=shapes,random_colours]
-        [--methods=supervised_1_16,...] [--seeds=0,1,2] [--parallel=2] [--report_only]
+Runs `python -m wss.train` for every (dataset, method, label split, seed) cell with the demo
+configs and nothing else than the bindings a user of another dataset would give (data
+directory, number of classes, class names, split files, crop size), skips cells that already
+finished, then the gamma x T grid of PseudoSeg through `launch/sweep.py`, and writes, next to
+the cells, `report.md` (the paper's tables 5 and 6 with a column per label fraction, ECE of
+the pseudo labels, the gamma x T table, which of the paper's orderings hold), `cells.md` (every
+cell's mIoU, date, commit and exact command) and the plots `miou.png`,
+`reliability_<dataset>[_1_8].png` and `gamma_temperature.png`. Before running it prints the
+planned cells and sweeps and an estimate of the wall time (`quality_suite/costs.py`: per-step
+costs measured on this project's 2-core machine with two runs sharing it); `--plan` stops
+there and writes nothing.
 
-Every cell's command is printed before it runs and stored in its log directory
-(`command.txt`), so each figure of the report can be reproduced alone.
+Methods, at 1/16 and 1/8 of the labels (`labelled_1_<n>.txt` / `unlabelled_1_<n>.txt`):
+supervised; PseudoSeg with unlabelled images (`demo.gin`); PseudoSeg with image-level labels
+(`demo_weak.gin`); self-training (`demo_self_training.gin`, whose teacher is the supervised
+cell of the same dataset, split and seed: it runs first, and a student whose teacher failed is
+skipped); the source ablation, pseudo labels from the decoder only or SGC only (the fusion is
+the PseudoSeg cell). Supervised with all labels once per dataset and seed (split `all`).
+gamma x T: `PseudoLabelConfig.gamma` in 0.3, 0.5, 0.7 x `PseudoLabelConfig.temperature` in
+0.05, 0.1, 0.5 around the demo's 0.5 and 0.1, PseudoSeg at 1/16, one sweep per dataset and
+sweep seed.
 
-The self-training cell of a dataset and seed uses the `supervised_1_16` cell of the same
-dataset and seed as its teacher (`TEACHERS`): that cell is added when missing and runs first,
-a student starts only once its teacher has finished, and a student whose teacher failed is
-skipped (and counted as failed).
+Grid sizes (estimates on 2 cores with the pretraining cached; the trade-off is steps and
+coverage, never the recipe):
+
+* `quick` (~17 min): random_colours, seed 0, 150 steps (a tenth of the demo's), every row at
+  both fractions (13 cells) and the 9 gamma x T trials. It checks that every part runs and
+  shows which way things lean; at 150 steps the figures say little about the method.
+* `default` (~76 min): random_colours, seeds 0, 1, 2, 500 steps, every row at both
+  fractions (39 cells), the gamma x T grid with seed 0. Shapes is left out: its PseudoSeg runs
+  cost 1.6 times more per step and all of it would not fit 90 minutes at a useful length.
+* `full` (~11 h from scratch): the README's setting, the demo configs' 1500 steps, both
+  datasets, seeds 0, 1, 2 (78 cells) and the gamma x T grid with 3 seeds (54 trials);
+  `--sweep_seeds=0` saves 3 h 20 min.
+
+Figures from `quick` and `default` are not the README's (fewer steps: the poly learning-rate
+schedule ends sooner, the models are less trained); the report says so at its top. The grids
+keep apart: `full` lives in `--root_dir` itself (`ROOT/<dataset>/<run>/seed_<n>`, where the
+1/16 runs keep the names `supervised_1_16`, `supervised_all`, `pseudoseg`, ...), the others in
+`ROOT/<grid>_<steps>_steps/`; and a cell that finished at another step count is never used.
+
+`--grid` defaults to `full`, so the README's commands still reproduce its figures.
+`--parallel=N` runs N cells at once and gives each sweep `--max_parallel=N`. Every cell's
+command is printed before it runs and stored in its directory (`command.txt`).
 """
 
 import argparse
-import json
+import collections
 import os
-import shlex
-import subprocess
 import sys
-import time
 
-import numpy as np
+BENCHMARKS_DIR = os.path.dirname(os.path.abspath(__file__))
+if BENCHMARKS_DIR not in sys.path:  # For `quality_suite` when this file is loaded by path.
+    sys.path.insert(0, BENCHMARKS_DIR)
 
-DATASETS = {
-    # The demo's own set: demo.gin as it is.
-    "shapes": [],
-    # The second set: random colours per object, other shapes, 64 x 64 images.
-    "random_colours": [
-        "DATA_DIR = @synthetic_dataset_dir()",
-        "synthetic_dataset_dir.variant = 'random_colours'",
-        "NUM_CLASSES = 9",
-        "evaluate_checkpoint.class_names = ('background', 'hexagon_stripes', 'hexagon_dots', "
-        "'star_stripes', 'star_dots', 'ellipse_stripes', 'ellipse_dots', 'crescent_stripes', "
-        "'crescent_dots')",
-        "train.crop_size = (65, 65)",
-    ],
-}
-
-METHODS = {
-    "supervised_1_16": ("demo_supervised.gin", []),
-    "supervised_all": ("demo_supervised.gin", ["labelled_split/join_path.name = 'train.txt'"]),
-    "pseudoseg": ("demo.gin", []),
-    "pseudoseg_image_labels": ("demo_weak.gin", []),
-    "decoder_only": ("demo.gin", ["PseudoLabelConfig.source = 'decoder'"]),
-    "sgc_only": ("demo.gin", ["PseudoLabelConfig.source = 'sgc'"]),
-    "self_training": ("demo_self_training.gin", []),
-}
-
-# Method -> the method whose cell (same dataset and seed) is its teacher
-# (`train.teacher_checkpoint` = that cell's log directory).
-TEACHERS = {"self_training": "supervised_1_16"}
-
-REPORT_ROWS = (
-    ("supervised_1_16", "supervised, 1/16 of the labels"),
-    ("supervised_all", "supervised, all labels"),
-    ("pseudoseg", "PseudoSeg, 1/16 + unlabelled images (fusion)"),
-    ("self_training", "self-training (teacher: supervised 1/16)"),
-    ("pseudoseg_image_labels", "PseudoSeg, 1/16 + image-level labels"),
-    ("decoder_only", "pseudo labels from the decoder only"),
-    ("sgc_only", "pseudo labels from SGC only"),
-)
+from quality_suite import costs, gamma_t, grids, plots, runner, tables  # noqa: E402
+from quality_suite import report as report_lib  # noqa: E402
 
 
-def cell_dir(root, dataset, method, seed):
-    return os.path.join(root, dataset, method, f"seed_{seed}")
+def _list(text, cast=str):
+    """A comma-separated flag as a tuple."""
+    return tuple(cast(x) for x in text.split(",") if x.strip())
 
 
-def teacher_cell(cell):
-    """The (dataset, method, seed) cell whose run teaches `cell`, or None."""
-    dataset, method, seed = cell
-    teacher = TEACHERS.get(method)
-    return None if teacher is None else (dataset, teacher, seed)
+def parse_plan(argv):
+    """Parses the flags into a `grids.Plan` and the run options.
 
+    Args:
+      argv: the command-line arguments (without the program name).
 
-def with_teachers(methods):
-    """`methods` with the teachers they need, each teacher before its first student."""
-    ordered = []
-    for method in methods:
-        teacher = TEACHERS.get(method)
-        if teacher is not None and teacher not in ordered:
-            ordered.append(teacher)
-        if method not in ordered:
-            ordered.append(method)
-    return ordered
-
-
-def command(root, dataset, method, seed):
-    gin_file, bindings = METHODS[method]
-    bindings = DATASETS[dataset] + bindings + [f"train.seed = {seed}",
-                                               "after_training.export = False"]
-    teacher = teacher_cell((dataset, method, seed))
-    if teacher is not None:
-        teacher_dir = os.path.abspath(cell_dir(root, *teacher))
-        bindings.append(f"train.teacher_checkpoint = '{teacher_dir}'")
-    return [sys.executable, "-m", "wss.train", f"--gin_file={gin_file}",
-            f"--logdir={cell_dir(root, dataset, method, seed)}"] + [
-        f"--gin_bindings={b}" for b in bindings]
-
-
-def _read_json(path):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def cell_result(root, dataset, method, seed):
-    """The finished cell's figures, or None: mIoU, seconds, pseudo-label ECE and accuracy."""
-    directory = cell_dir(root, dataset, method, seed)
-    train = _read_json(os.path.join(directory, "train_result.json"))
-    if not train or not train.get("finished"):
-        return None
-    evaluation = _read_json(os.path.join(directory, f"ckpt-{train['step']}.eval.json"))
-    if not evaluation:
-        return None
-    result = {"miou": evaluation["miou"], "seconds": train.get("seconds")}
-    result.update(train.get("pseudo_labels", {}))
-    return result
-
-
-def _next_ready(pending, running, root, failed):
-    """Removes and returns the first pending cell whose teacher (if any) has finished.
-
-    A cell whose teacher is neither finished nor pending nor running (it failed) is removed,
-    reported and added to `failed`. None when no pending cell can start now.
+    Returns:
+      (plan, args).
     """
-    running_cells = [item[0] for item in running]
-    for cell in list(pending):
-        teacher = teacher_cell(cell)
-        if teacher is None or cell_result(root, *teacher) is not None:
-            pending.remove(cell)
-            return cell
-        if teacher in pending or teacher in running_cells:
-            continue  # Wait for the teacher.
-        pending.remove(cell)
-        failed.append(cell)
-        print(f"[skipped] {'/'.join(map(str, cell))}: its teacher "
-              f"{'/'.join(map(str, teacher))} did not finish", flush=True)
-    return None
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--grid", choices=sorted(grids.GRIDS), default="full")
+    parser.add_argument("--root_dir", default="runs/quality")
+    parser.add_argument("--datasets", help="default: the grid's")
+    parser.add_argument("--methods", default=",".join(grids.METHODS))
+    parser.add_argument("--splits", default=",".join(grids.SPLITS))
+    parser.add_argument("--seeds", help="default: the grid's")
+    parser.add_argument("--sweep_seeds", help="default: the grid's; empty: no gamma x T sweep")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at once")
+    parser.add_argument("--python", default=sys.executable, help="interpreter of the runs")
+    parser.add_argument("--plan", action="store_true",
+                        help="print the plan and the estimate, write nothing")
+    parser.add_argument("--report_only", action="store_true")
+    args = parser.parse_args(argv)
+    grid = grids.GRIDS[args.grid]
+    datasets = _list(args.datasets) if args.datasets is not None else grid.datasets
+    seeds = _list(args.seeds, int) if args.seeds is not None else grid.seeds
+    sweep_seeds = (_list(args.sweep_seeds, int) if args.sweep_seeds is not None
+                   else grid.sweep_seeds)
+    methods, splits = _list(args.methods), _list(args.splits)
+    for flag, values, known in (("datasets", datasets, grids.DATASETS),
+                                ("methods", methods, grids.METHODS),
+                                ("splits", splits, grids.SPLITS)):
+        unknown = [x for x in values if x not in known]
+        if unknown:
+            parser.error(f"unknown --{flag} {unknown}; choose from {sorted(known)}")
+    if args.parallel < 1:
+        parser.error("--parallel must be at least 1")
+    plan = grids.Plan(grid, grids.grid_root(args.root_dir, grid), datasets, methods, splits,
+                      seeds, sweep_seeds)
+    return plan, args
 
 
-def _code_version():
-    """The git commit of the code that runs the cells (`+dirty` with local changes)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, check=True,
-                                capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=here, check=True, capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown (not a git checkout)"
-    return commit + ("+dirty" if dirty.strip() else "")
+# What `plan_runs` lists: a cell (total 1) or a sweep (total: its trials), how many of its
+# runs are left, and its state in words.
+Runs = collections.namedtuple("Runs", ["label", "dataset", "method", "total", "left", "state"])
 
 
-def cell_listing(root, datasets, methods, seeds):
-    """Markdown list of every finished cell: mIoU, seconds, date, commit and exact command."""
-    lines = ["| dataset | method | seed | mIoU | seconds | finished (UTC) | commit |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
-    commands = []
-    for dataset in datasets:
-        for method in methods:
-            for seed in seeds:
-                result = cell_result(root, dataset, method, seed)
-                if result is None:
-                    continue
-                directory = cell_dir(root, dataset, method, seed)
-                finished = time.strftime("%Y-%m-%d %H:%M", time.gmtime(os.path.getmtime(
-                    os.path.join(directory, "train_result.json"))))
-                commit = (_read_text(os.path.join(directory, "commit.txt")) or "-").strip()
-                seconds = result.get("seconds")
-                lines.append(f"| {dataset} | {method} | {seed} | {result['miou'] * 100:.2f} | "
-                             f"{seconds if seconds is not None else '-'} | {finished} | "
-                             f"{commit} |")
-                text = (_read_text(os.path.join(directory, "command.txt")) or "").strip()
-                commands.append(f"- `{dataset}/{method}/seed_{seed}`: `{text}`")
-    return "\n".join(lines + ["", "Commands:", ""] + commands)
+def plan_runs(plan):
+    """Every cell and sweep of a plan with what is left of it, read without writing.
 
-
-def _read_text(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def run_cells(cells, root, parallel):
-    """Runs the unfinished cells, `parallel` at a time; returns the failed ones.
-
-    A cell with a teacher (`TEACHERS`) starts only after its teacher has finished and is
-    skipped if the teacher failed.
+    Returns:
+      A list of `Runs`: one per cell (its state `finished`, `unfinished` or the foreign
+      cell's message; a foreign cell is not run, so nothing is left of it), then one per sweep
+      (method `sweep`).
     """
-    pending = [c for c in cells if cell_result(root, *c) is None]
-    running, failed = [], []
-    while pending or running:
-        while pending and len(running) < parallel:
-            cell = _next_ready(pending, running, root, failed)
-            if cell is None:
-                break
-            directory = cell_dir(root, *cell)
-            os.makedirs(directory, exist_ok=True)
-            argv = command(root, *cell)
-            text = " ".join(shlex.quote(a) for a in argv)
-            with open(os.path.join(directory, "command.txt"), "w") as f:
-                f.write(text + "\n")
-            with open(os.path.join(directory, "commit.txt"), "w") as f:
-                f.write(_code_version() + "\n")
-            print(f"[run] {text}", flush=True)
-            log = open(os.path.join(directory, "log.txt"), "w")
-            running.append((cell, subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT),
-                            log, time.time()))
-        time.sleep(2)
-        for item in list(running):
-            cell, process, log, start = item
-            if process.poll() is None:
-                continue
-            log.close()
-            running.remove(item)
-            status = "done" if process.returncode == 0 else f"FAILED ({process.returncode})"
-            print(f"[{status}] {'/'.join(map(str, cell))} in {time.time() - start:.0f} s",
-                  flush=True)
-            if process.returncode != 0:
-                failed.append(cell)
+    steps = plan.grid.num_steps
+    runs = []
+    for cell in plan.cells:
+        state, message = runner.cell_state(plan.root, cell, steps)
+        runs.append(Runs(grids.cell_label(cell), cell.dataset, cell.method, 1,
+                         int(state == runner.UNFINISHED),
+                         f"foreign: {message}" if state == runner.FOREIGN else state))
+    for dataset, seed in plan.sweeps:
+        states = gamma_t.trial_states(plan.root, dataset, seed)
+        left = sum(state != "finished" for state in states.values())
+        runs.append(Runs(os.path.relpath(gamma_t.sweep_dir(plan.root, dataset, seed),
+                                         plan.root),
+                         dataset, "sweep", len(states), left,
+                         f"gamma x T: {left} of {len(states)} trials to run"))
+    return runs
+
+
+def estimate(plan, runs):
+    """(seconds left, seconds of the whole plan) on the measured machine (`costs`)."""
+    left = [(r.dataset, r.method) for r in runs for _ in range(r.left)]
+    everything = [(r.dataset, r.method) for r in runs for _ in range(r.total)]
+    steps = plan.grid.num_steps
+    return costs.wall_seconds(left, steps), costs.wall_seconds(everything, steps)
+
+
+def print_plan(plan):
+    """Prints every cell and sweep with its state and the estimated wall time.
+
+    Returns:
+      (the estimated seconds of what is left, of the whole plan).
+    """
+    steps = plan.grid.num_steps
+    print(f"Grid {plan.grid.name}: {steps} steps, in {plan.root}")
+    runs = plan_runs(plan)
+    for r in runs:
+        each = " each" if r.method == "sweep" else ""
+        print(f"  {r.label:50s} ~{costs.run_seconds(r.dataset, r.method, steps):4.0f} s{each}"
+              f"  {r.state}")
+    left, whole = estimate(plan, runs)
+    print(f"Estimated wall time {costs.format_duration(left)} for what is left (the whole "
+          f"plan: {costs.format_duration(whole)}) on a 2-core machine like the one measured "
+          "(benchmarks/quality_suite/costs.py)", flush=True)
+    return left, whole
+
+
+def run(plan, parallel, python):
+    """Runs the unfinished cells, then the sweeps; returns what failed (cells, sweep dirs)."""
+    failed = runner.run_cells(plan.cells, plan.root, plan.grid.num_steps, parallel, python)
+    for dataset, seed in plan.sweeps:
+        status = gamma_t.run_sweep(plan.root, dataset, seed, plan.grid.num_steps, parallel,
+                                   python)
+        if status != 0:
+            failed.append(gamma_t.sweep_dir(plan.root, dataset, seed))
     return failed
 
 
-def _stats(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    return float(np.mean(values)), float(np.min(values)), float(np.max(values)), len(values)
-
-
-def _fmt(stats, scale=100.0, digits=2):
-    if stats is None:
-        return "-"
-    mean, low, high, n = stats
-    text = f"{mean * scale:.{digits}f}"
-    if n > 1:
-        text += f" ({low * scale:.{digits}f}-{high * scale:.{digits}f})"
+def write_outputs(plan):
+    """Writes report.md, cells.md and the plots; returns the report's text."""
+    results = tables.Results(plan.root, plan.cells, plan.grid.num_steps)
+    sweep_results = {d: gamma_t.read_results(plan.root, d, plan.sweep_seeds)
+                     for d in plan.datasets} if plan.sweep_seeds else {}
+    text = report_lib.report(plan, results, sweep_results)
+    os.makedirs(plan.root, exist_ok=True)
+    with open(os.path.join(plan.root, "report.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(plan.root, "cells.md"), "w") as f:
+        f.write(report_lib.cell_listing(plan) + "\n")
+    for path in plots.write_plots(results, plan, sweep_results):
+        print(f"wrote {path}")
     return text
 
 
-def report(root, datasets, methods, seeds):
-    """The markdown report of the finished cells."""
-    lines = ["# Quality on the built-in synthetic sets", "",
-             f"Seeds {', '.join(map(str, seeds))}; validation mIoU in %, mean (min-max); "
-             "'gap closed' is (method - supervised 1/16) / (supervised all - supervised 1/16) "
-             "of the means.", ""]
-    for dataset in datasets:
-        results = {m: [cell_result(root, dataset, m, s) for s in seeds] for m in methods}
-        miou = {m: _stats([r and r["miou"] for r in rs]) for m, rs in results.items()}
-        low = miou.get("supervised_1_16")
-        high = miou.get("supervised_all")
-        lines += [f"## {dataset}", "",
-                  "| method | mIoU | gap closed | ECE decoder | ECE SGC | ECE fused | runs |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        for method, title in REPORT_ROWS:
-            if method not in methods:
-                continue
-            stats = miou[method]
-            gap = "-"
-            if stats and low and high and high[0] > low[0]:
-                gap = f"{(stats[0] - low[0]) / (high[0] - low[0]) * 100:.0f}%"
-            ece = [_fmt(_stats([r and r.get(f"ece_{k}") for r in results[method]]), 100, 1)
-                   for k in ("decoder", "sgc", "fused")]
-            count = stats[3] if stats else 0
-            lines.append(f"| {title} | {_fmt(stats)} | {gap} | {' | '.join(ece)} | "
-                         f"{count}/{len(seeds)} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def write_plots(root, datasets, methods, seeds):
-    """PNG plots next to the report; returns their paths ([] without matplotlib).
-
-    `miou.png`: validation mIoU per method and dataset, mean with min-max bars over seeds.
-    `reliability_<dataset>.png`: reliability diagrams of the decoder, SGC and fused pseudo
-    labels of the PseudoSeg runs (paper figure 5a), pixels pooled over seeds.
-    """
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[plots]'): no plots written")
-        return []
-    paths = []
-    rows = [(m, t) for m, t in REPORT_ROWS if m in methods]
-    figure, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
-    for axis, dataset in zip(axes[0], datasets):
-        means, errors, labels = [], [[], []], []
-        for method, _ in rows:
-            stats = _stats([r and r["miou"] for r in
-                            (cell_result(root, dataset, method, s) for s in seeds)])
-            mean, low, high = (stats[:3] if stats else (np.nan,) * 3)
-            means.append(mean * 100)
-            errors[0].append((mean - low) * 100)
-            errors[1].append((high - mean) * 100)
-            labels.append(method)
-        axis.bar(range(len(rows)), means, yerr=errors, capsize=4, color="tab:blue")
-        axis.set_xticks(range(len(rows)), labels, rotation=35, ha="right", fontsize=8)
-        axis.set_ylabel("validation mIoU (%)")
-        axis.set_title(dataset)
-    figure.tight_layout()
-    paths.append(os.path.join(root, "miou.png"))
-    figure.savefig(paths[-1], dpi=100)
-    plt.close(figure)
-    for dataset in datasets:
-        pooled = {}
-        for seed in seeds:
-            result = cell_result(root, dataset, "pseudoseg", seed) or {}
-            for source, bins in (result.get("reliability") or {}).items():
-                count = np.asarray(bins["count"], np.float64)
-                confidence = np.nan_to_num(np.asarray(bins["confidence"], np.float64))
-                accuracy = np.nan_to_num(np.asarray(bins["accuracy"], np.float64))
-                sums = pooled.setdefault(source, np.zeros((3, count.size)))
-                sums += np.stack([count, confidence * count, accuracy * count])
-        if not pooled:
-            continue
-        figure, axes = plt.subplots(1, len(pooled), figsize=(4 * len(pooled), 4), squeeze=False)
-        for axis, (source, (count, confidence, correct)) in zip(axes[0], pooled.items()):
-            edges = np.linspace(0, 1, count.size + 1)
-            accuracy = np.divide(correct, count, out=np.zeros_like(count), where=count > 0)
-            ece = np.abs(correct - confidence).sum() / max(count.sum(), 1)
-            axis.bar(edges[:-1], accuracy, width=1 / count.size, align="edge",
-                     edgecolor="black", label="accuracy")
-            axis.plot([0, 1], [0, 1], "r--", label="perfect calibration")
-            axis.set_title(f"{source}: ECE {ece * 100:.1f}%")
-            axis.set_xlabel("confidence")
-            axis.set_ylabel("accuracy")
-            axis.legend(loc="upper left", fontsize=8)
-        figure.suptitle(f"{dataset}: pseudo labels on the unlabelled images")
-        figure.tight_layout()
-        paths.append(os.path.join(root, f"reliability_{dataset}.png"))
-        figure.savefig(paths[-1], dpi=100)
-        plt.close(figure)
-    return paths
-
-
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--root_dir", default="runs/quality")
-    parser.add_argument("--datasets", default=",".join(DATASETS))
-    parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--parallel", type=int, default=1)
-    parser.add_argument("--report_only", action="store_true")
-    args = parser.parse_args(argv)
-    datasets = [d for d in args.datasets.split(",") if d]
-    methods = [m for m in args.methods.split(",") if m]
-    seeds = [int(s) for s in args.seeds.split(",") if s]
-    for name, known in (("dataset", DATASETS), ("method", METHODS)):
-        unknown = [x for x in (datasets if name == "dataset" else methods) if x not in known]
-        if unknown:
-            parser.error(f"unknown --{name}s {unknown}; choose from {sorted(known)}")
-    methods = with_teachers(methods)
-    failed = []
-    if not args.report_only:
-        cells = [(d, m, s) for d in datasets for s in seeds for m in methods]
-        failed = run_cells(cells, args.root_dir, args.parallel)
-    text = report(args.root_dir, datasets, methods, seeds)
-    os.makedirs(args.root_dir, exist_ok=True)
-    with open(os.path.join(args.root_dir, "report.md"), "w") as f:
-        f.write(text + "\n")
-    with open(os.path.join(args.root_dir, "cells.md"), "w") as f:
-        f.write(cell_listing(args.root_dir, datasets, methods, seeds) + "\n")
-    print(text)
-    for path in write_plots(args.root_dir, datasets, methods, seeds):
-        print(f"wrote {path}")
+    """Runs the command line; returns the exit status (1 when something failed)."""
+    plan, args = parse_plan(sys.argv[1:] if argv is None else argv)
+    print_plan(plan)
+    if args.plan:
+        return 0
+    failed = [] if args.report_only else run(plan, args.parallel, args.python)
+    print(write_outputs(plan))
     if failed:
-        print(f"{len(failed)} cell(s) failed: {failed}; see their log.txt", file=sys.stderr)
+        names = [grids.cell_label(f) if isinstance(f, grids.Cell) else f for f in failed]
+        print(f"{len(failed)} cell(s) or sweep(s) failed: {', '.join(names)}; see their "
+              "log.txt / train.log", file=sys.stderr)
         return 1
     return 0
 
