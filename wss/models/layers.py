@@ -17,6 +17,12 @@ instead of being typed by hand. The conventions follow DeepLab's code
 `head_conv_bn` and `head_separable_conv` are the head's versions of these blocks (BatchNorm
 epsilon 1e-5, DeepLab's initialisers), and `ScopelessLayer` groups the head's parts into
 layers without changing any variable path.
+
+Two blocks compute their convolution by a cheaper op where it gives the same sums, with the
+same variables: `ConvBN` runs a 1x1 convolution at stride 1 as a matrix product
+(`pointwise_conv`), and `SeparableConvBN` applies only the depthwise kernel's centre tap when
+the atrous rate reaches past the feature map (`reads_only_centre_tap`). Both made the
+training step faster on the CPU (`docs/performance.md`).
 """
 
 from __future__ import annotations
@@ -67,6 +73,29 @@ def fixed_padding(inputs: tf.Tensor, kernel_size: int, rate: int = 1) -> tf.Tens
     pad_begin = pad_total // 2
     pad_end = pad_total - pad_begin
     return tf.pad(inputs, [[0, 0], [pad_begin, pad_end], [pad_begin, pad_end], [0, 0]])
+
+
+def pointwise_conv(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """A 1x1 convolution at stride 1 computed as one matrix product over all pixels.
+
+    The same sums as `tf.nn.conv2d(inputs, kernel, 1, "SAME")` (up to float rounding): on the
+    CPU the convolution kernels' gradients (`Conv2DBackpropFilter` / `Input`) were the largest
+    op family of a training step and ran slower than the matrix products that compute the
+    same gradients here (`docs/performance.md`); on GPU and TPU both are GEMMs.
+
+    Args:
+        inputs: `[B, H, W, C_in]` tensor (any static or dynamic spatial size).
+        kernel: `[1, 1, C_in, C_out]` kernel in the dtype of `inputs`.
+
+    Returns:
+        `[B, H, W, C_out]` tensor.
+    """
+    c_in, c_out = kernel.shape[2], kernel.shape[3]
+    flat = tf.matmul(tf.reshape(inputs, [-1, c_in]), tf.reshape(kernel, [c_in, c_out]))
+    shape = inputs.shape[:-1].as_list() + [c_out]
+    if None in shape:
+        shape = tf.concat([tf.shape(inputs)[:-1], [c_out]], axis=0)
+    return tf.reshape(flat, shape)
 
 
 def scaled_depth(depth: int, width_multiplier: float) -> int:
@@ -260,10 +289,18 @@ class ConvBN(keras.layers.Layer, TF1Named):
         x = inputs
         if self.pad_explicitly:
             x = fixed_padding(x, self.kernel_size, self.rate)
-        x = self.bn(self.conv(x), training=training)
+        x = self.bn(self._convolve(x), training=training)
         if self.activation == "relu":
             x = tf.nn.relu(x)
         return x
+
+    def _convolve(self, x):
+        """The convolution; a 1x1 one at stride 1 as a matrix product over the pixels."""
+        if self.kernel_size != 1 or self.stride != 1:
+            return self.conv(x)
+        if not self.conv.built:
+            self.conv.build(x.shape)  # Creates `conv/kernel` as a call would.
+        return pointwise_conv(x, tf.cast(self.conv.kernel, x.dtype))
 
     @property
     def kernel(self) -> keras.Variable:
@@ -351,10 +388,44 @@ class SeparableConvBN(keras.layers.Layer, TF1Named):
         x = inputs
         if self.pad_explicitly:
             x = fixed_padding(x, self.kernel_size, self.rate)
-        x = self.depthwise_bn(self.depthwise(x), training=training)
+        x = self.depthwise_bn(self._depthwise(x), training=training)
         if self.activation == "relu":
             x = tf.nn.relu(x)
         return self.pointwise(x, training=training)
+
+    def reads_only_centre_tap(self, input_shape) -> bool:
+        """Whether every off-centre tap of the depthwise kernel reads zero padding only.
+
+        With SAME padding at stride 1, a tap `d = j * rate` pixels off centre reads the input
+        only where `|d| < size`; when `rate >= max(height, width)` (statically known) every
+        off-centre tap multiplies padding, and the convolution is the element-wise product
+        with the kernel's centre. DeepLab's ASPP rates on small maps are such (rates 12 and 18
+        on the 9 x 9 features of a 129 px crop at output stride 16), and TensorFlow computes
+        them on `rate`-fold space-to-batch copies of the input.
+
+        Args:
+            input_shape: Shape of the depthwise convolution's input.
+
+        Returns:
+            True when the convolution reduces to its centre tap.
+        """
+        height, width = tuple(input_shape)[1:3]
+        return (not self.pad_explicitly and self.kernel_size % 2 == 1
+                and self.depthwise.padding == "same"
+                and tuple(self.depthwise.strides) == (1, 1) and height is not None
+                and width is not None and self.rate >= max(height, width))
+
+    def _depthwise(self, x):
+        """The depthwise convolution; only its centre tap where the others read padding."""
+        if not self.reads_only_centre_tap(x.shape):
+            return self.depthwise(x)
+        if not self.depthwise.built:
+            self.depthwise.build(x.shape)  # Creates `depthwise/kernel` as a call would.
+        centre = self.kernel_size // 2
+        # Exactly the convolution's result: the other taps add products with zeros. The
+        # gradient of the other taps is zero, as the convolution's is.
+        kernel = tf.cast(self.depthwise.kernel[centre, centre, :, 0], x.dtype)
+        return x * kernel
 
     def tf1_variables(self):
         scope = f"{self.tf1_scope}_depthwise"
