@@ -33,7 +33,7 @@ import time
 import numpy as np
 import tensorflow as tf
 
-from wss import gradcam, losses, pseudo_labels, sgc
+from wss.method import gradcam, losses, pseudo_labels, sgc
 from wss.models import build_deeplab
 
 

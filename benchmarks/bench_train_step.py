@@ -41,9 +41,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from wss import optim, sgc  # noqa: E402
+from wss.method import sgc
+from wss.method.objective import PseudoSegObjective  # noqa: E402
 from wss.models import build_deeplab  # noqa: E402
-from wss.objective import PseudoSegObjective  # noqa: E402
+from wss.training import optim  # noqa: E402
 
 NUM_CLASSES = 21
 # (title, objective mode, SGC head and classifier losses, reference's Grad-CAM pass)

@@ -3,7 +3,8 @@
 import numpy as np
 import tensorflow as tf
 
-from wss import experiment, sgc
+from wss import experiment
+from wss.method import sgc
 from wss.models import build_deeplab
 
 

@@ -16,11 +16,12 @@ import pytest
 import tensorflow as tf
 
 from wss import config as config_lib
-from wss import experiment, losses, pseudo_labels, sgc
+from wss import experiment
 from wss.data import augment
 from wss.data.augment import StrongViewConfig
-from wss.objective import PseudoSegObjective
-from wss.pseudo_labels import PseudoLabelConfig
+from wss.method import losses, pseudo_labels, sgc
+from wss.method.objective import PseudoSegObjective
+from wss.method.pseudo_labels import PseudoLabelConfig
 from wss.training import loop
 
 NUM_CLASSES = 5

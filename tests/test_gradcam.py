@@ -1,10 +1,10 @@
-"""Tests of wss.gradcam against a float64 numpy reference of Grad-CAM."""
+"""Tests of wss.method.gradcam against a float64 numpy reference of Grad-CAM."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from wss import gradcam
+from wss.method import gradcam
 
 
 def numpy_gradcam(features, kernel, labels):

@@ -1,4 +1,4 @@
-"""Tests of the PseudoSeg losses (wss.losses) against float64 numpy references."""
+"""Tests of the PseudoSeg losses (wss.method.losses) against float64 numpy references."""
 
 import keras
 import numpy as np
@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 from numpy_reference import numpy_bilinear_align_corners
 
-from wss import gradcam, losses, resize, sgc
+from wss import resize
+from wss.method import gradcam, losses, sgc
 
 
 def np_log_softmax(x):

@@ -1,9 +1,9 @@
-"""Tests of the confusion matrix, IoU and calibration metrics (wss.metrics)."""
+"""Tests of the confusion matrix, IoU and calibration metrics (wss.evaluation.metrics)."""
 
 import numpy as np
 import tensorflow as tf
 
-from wss import metrics
+from wss.evaluation import metrics
 
 
 def np_ece(probs, labels, num_bins=15, ignore=255):

@@ -3,7 +3,8 @@
 Both workers run `launch/multi_worker.py --hosts=127.0.0.1:P0,127.0.0.1:P1 --index=I` (which
 execs `python -m wss.train --strategy=multi_worker` with its TF_CONFIG) for three steps of the
 tiny configuration on the CPU. Each worker writes `worker_results/worker_I.json` (step and
-weight digests, `wss.trainer._write_worker_result`); the trainable weights must be identical.
+weight digests, `wss.training.trainer._write_worker_result`); the trainable weights must be
+identical.
 Processes are killed on failure or timeout.
 """
 

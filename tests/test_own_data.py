@@ -11,8 +11,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from wss import evaluation, experiment, trainer
+from wss import experiment
 from wss.data import folder, hygiene, pipeline, records, splits
+from wss.evaluation import evaluator as evaluation
+from wss.training import trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 S = 32  # Image side.

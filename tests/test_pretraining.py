@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wss import experiment, trainer
+from wss import experiment
 from wss.data import pipeline, records, synthetic, synthetic_classification
 from wss.models import build_deeplab, build_image_classifier, save_tf1_checkpoint
 from wss.tasks import pretraining
+from wss.training import trainer
 
 
 @pytest.fixture(autouse=True)

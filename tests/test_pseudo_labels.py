@@ -1,11 +1,15 @@
-"""Tests of calibrated fusion, sharpening and the pseudo-label variants (wss.pseudo_labels)."""
+"""Tests of calibrated fusion, sharpening and the pseudo-label variants.
+
+Module under test: wss.method.pseudo_labels.
+"""
 
 import gin
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from wss import pseudo_labels, resize
+from wss import resize
+from wss.method import pseudo_labels
 
 
 def np_softmax(x):

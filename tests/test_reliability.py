@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wss import config, evaluate, experiment, export, predict, trainer
-from wss import strategy as strategy_lib
+from wss import config, evaluate, experiment, export, predict
 from wss.data import records, synthetic
 from wss.tasks import pretraining
-from wss.training import checkpointing, loop, rundir
+from wss.training import checkpointing, loop, rundir, trainer
+from wss.training import strategy as strategy_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")

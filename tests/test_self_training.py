@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wss import experiment, losses, self_training, trainer
+from wss import experiment
 from wss.data import pipeline, records, splits, synthetic
 from wss.data.records import IGNORE_LABEL
-from wss.objective import PseudoSegObjective
+from wss.method import losses, self_training
+from wss.method.objective import PseudoSegObjective
+from wss.training import trainer
 
 NUM_CLASSES = 11
 

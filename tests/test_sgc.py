@@ -1,11 +1,15 @@
-"""Tests of the SGC head (wss.sgc) against a float64 numpy reference of eq. 3 / appendix A."""
+"""Tests of the SGC head (wss.method.sgc) against a float64 numpy reference.
+
+The reference follows eq. 3 and appendix A.
+"""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from numpy_reference import numpy_bilinear_align_corners
 
-from wss import resize, sgc
+from wss import resize
+from wss.method import sgc
 
 NUM_CLASSES = 5  # background + 4 foreground classes.
 ATTENTION_DIM = 8

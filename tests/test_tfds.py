@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from wss import experiment, trainer
+from wss import experiment
 from wss.data import hygiene, pipeline, records, tfds_source
+from wss.training import trainer
 
 tfds = pytest.importorskip("tensorflow_datasets")
 

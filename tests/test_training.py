@@ -16,8 +16,10 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.data.ops import iterator_ops
 
-from wss import evaluation, experiment, trainer
+from wss import experiment
 from wss.data import synthetic
+from wss.evaluation import evaluator as evaluation
+from wss.training import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

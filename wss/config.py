@@ -17,7 +17,7 @@ Renamed bindings: `LEGACY_BINDINGS` maps the binding names of older versions (e.
 both, so that the `config.gin` / `operative_config.gin` saved by older runs still parse; a
 binding to a parameter of a formerly configurable function that has no new name fails naming
 it. `with_overrides` builds the small frozen config objects that carry ablation switches
-(`wss.pseudo_labels.PseudoLabelConfig`, `wss.data.augment.StrongViewConfig`).
+(`wss.method.pseudo_labels.PseudoLabelConfig`, `wss.data.augment.StrongViewConfig`).
 """
 
 import dataclasses

@@ -8,7 +8,8 @@ each new checkpoint until the last training step's checkpoint has been evaluated
 running trainer, a checkpoint that the trainer deletes (`train.max_to_keep`) before it could be
 read is skipped with a message (results of deleted checkpoints are kept: they are the history).
 With `--track_best` (default) the checkpoint with the best mIoU so far is copied to
-LOGDIR/best/ (`wss.evaluation.track_best`), out of reach of `train.max_to_keep`; at the end
+LOGDIR/best/ (`wss.evaluation.evaluator.track_best`), out of reach of `train.max_to_keep`;
+at the end
 both it and the last checkpoint are reported. `--checkpoint_dir=LOGDIR/best` evaluates it.
 """
 
@@ -19,7 +20,8 @@ import gin
 import tensorflow as tf
 from absl import app, flags, logging
 
-from wss import evaluation, experiment
+from wss import experiment
+from wss.evaluation import evaluator as evaluation
 from wss.training import checkpointing
 
 FLAGS = flags.FLAGS

@@ -28,18 +28,18 @@ from wss.training.loop import CONFIG_FILENAME, OPERATIVE_CONFIG_FILENAME  # noqa
 _CONFIGURABLE_MODULES = (
     "wss.models",
     "wss.models.checkpoints",
-    "wss.sgc",
-    "wss.pseudo_labels",
+    "wss.method.sgc",
+    "wss.method.pseudo_labels",
     "wss.data.pipeline",
     "wss.data.synthetic",
-    "wss.optim",
-    "wss.strategy",
-    "wss.objective",
-    "wss.self_training",
+    "wss.training.optim",
+    "wss.training.strategy",
+    "wss.method.objective",
+    "wss.method.self_training",
     "wss.experiment",
-    "wss.trainer",
+    "wss.training.trainer",
     "wss.tasks.pretraining",
-    "wss.evaluation",
+    "wss.evaluation.evaluator",
     "wss.data.augment",
     "wss.data.folder",
     "wss.data.hygiene",
@@ -207,7 +207,7 @@ def build_models(num_classes=gin.REQUIRED, with_sgc_head=True, image_size=(65, 6
     Returns:
       (model, sgc_head or None).
     """
-    from wss import sgc
+    from wss.method import sgc
     from wss.models import build_deeplab
 
     model = build_deeplab(num_classes=num_classes)

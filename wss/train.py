@@ -18,8 +18,7 @@ import sys
 
 from absl import app
 
-from wss import trainer
-from wss.training import cli, rundir
+from wss.training import cli, rundir, trainer
 
 
 def main(argv):

@@ -21,8 +21,9 @@ import gin
 import tensorflow as tf
 
 from wss import config as config_lib
-from wss import experiment, losses
+from wss import experiment
 from wss.data import pipeline
+from wss.method import losses
 from wss.training import loop
 from wss.training.task import StepOutput, Task
 

@@ -1,10 +1,10 @@
 """PseudoSeg as a training task: its streams, models, replica step and summaries.
 
-`SegmentationTask` plugs `wss.objective.PseudoSegObjective` (supervised, semi, weak or
+`SegmentationTask` plugs `wss.method.objective.PseudoSegObjective` (supervised, semi, weak or
 self_training mode) into the generic loop (`wss.training.loop.run`):
 
 * preparation (self-training only): the teacher's offline pseudo labels of the unlabelled
-  images, made once into `LOGDIR/pseudo_labels/` and reused on resume (`wss.self_training`);
+  images, made once into `LOGDIR/pseudo_labels/` and reused on resume (`wss.method.self_training`);
 * streams: `labelled` (weak views of masked images) and, in semi and weak modes, `unlabelled`
   (weak and strong views of the unlabelled or image-labelled images), in self-training mode
   `pseudo_labelled` (the pseudo-labelled images, augmented as the labelled ones);
@@ -18,9 +18,10 @@ self_training mode) into the generic loop (`wss.training.loop.run`):
 import numpy as np
 import tensorflow as tf
 
-from wss import experiment, metrics, visualize
+from wss import experiment, visualize
 from wss.data import pipeline
-from wss.objective import MODES, ONLINE_PSEUDO_LABEL_MODES, PseudoSegObjective
+from wss.evaluation import metrics
+from wss.method.objective import MODES, ONLINE_PSEUDO_LABEL_MODES, PseudoSegObjective
 from wss.training.task import StepOutput, Task
 
 
@@ -96,8 +97,8 @@ class SegmentationTask(Task):
 
         See `wss.data.hygiene.check_splits` (gin: `check_splits.allow_overlap`).
         """
-        from wss import evaluation
         from wss.data import hygiene
+        from wss.evaluation import evaluator as evaluation
 
         self._splits_checked = True
         return hygiene.check_splits(self.labelled_spec, self.unlabelled_spec,
@@ -106,11 +107,11 @@ class SegmentationTask(Task):
     def prepare(self, logdir, chief):
         """Checks the splits; self-training: makes or reuses the teacher's pseudo labels.
 
-        See `wss.self_training.prepare_pseudo_labels` (gin: `self_training.threshold`, ...).
+        See `wss.method.self_training.prepare_pseudo_labels` (gin: `self_training.threshold`, ...).
         """
         self.check_splits()
         if self.self_training:
-            from wss import self_training
+            from wss.method import self_training
 
             directory = self_training.pseudo_label_dir(logdir)
             self.pseudo_label_summary = self_training.prepare_pseudo_labels(

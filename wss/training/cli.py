@@ -11,8 +11,8 @@ import os
 from absl import app, flags
 
 from wss import experiment
-from wss import strategy as strategy_lib
 from wss.training import loop
+from wss.training import strategy as strategy_lib
 
 FLAGS = flags.FLAGS
 

@@ -37,9 +37,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from wss import optim, run_files
-from wss import strategy as strategy_lib
-from wss.training import checkpointing, rundir
+from wss import run_files
+from wss.training import checkpointing, optim, rundir
+from wss.training import strategy as strategy_lib
 
 CONFIG_FILENAME = "config.gin"
 OPERATIVE_CONFIG_FILENAME = "operative_config.gin"

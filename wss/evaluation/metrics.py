@@ -1,7 +1,7 @@
 """Segmentation and calibration metrics: confusion matrix, IoU, ECE, reliability data.
 
 * Confusion matrix: `confusion_matrix(labels, predictions, num_classes)` for one batch (rows =
-  ground truth, columns = prediction; sum them over a dataset, as `wss.evaluation` does);
+  ground truth, columns = prediction; sum them over a dataset, as `wss.evaluation.evaluator` does);
   pixels labelled `ignore_label` (255) are skipped.
 * `per_class_iou` / `mean_iou`: `IoU_c = TP_c / (TP_c + FP_c + FN_c)`; classes that appear
   neither in the labels nor in the predictions have no IoU and are left out of the mean (NaN in

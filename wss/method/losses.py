@@ -21,7 +21,7 @@ depthwise kernels are excluded unless `regularize_depthwise=True` (DeepLab's
 biases are never decayed.
 
 These are plain functions, not gin configurables: their knobs (`L_u`'s weight, the weight-decay
-options) are arguments of the objective that calls them (`wss.objective.PseudoSegObjective`).
+options) are arguments of the objective that calls them (`wss.method.objective.PseudoSegObjective`).
 """
 
 import tensorflow as tf

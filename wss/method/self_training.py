@@ -5,7 +5,7 @@ teacher trained on the labelled images only (`train.mode = 'supervised'`) predic
 unlabelled image once, at full resolution; its argmax is kept where its softmax confidence is
 above `self_training.threshold` (0.5) and the other pixels get the ignore label. A student
 (`train.mode = 'self_training'`, `wss.tasks.segmentation`) then trains like the supervised
-baseline on the labelled images and these pseudo-labelled ones (`wss.objective`).
+baseline on the labelled images and these pseudo-labelled ones (`wss.method.objective`).
 
 Files, in `LOGDIR/pseudo_labels/` (`pseudo_label_dir`):
 
@@ -92,7 +92,7 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
     """Predicts every image of `spec` with `model` and writes the hard pseudo labels.
 
     Images are read by `wss.data.pipeline.eval_dataset` and predicted at full resolution by
-    `wss.evaluation.predict_probabilities` (as evaluation does, one image at a time); each
+    `wss.evaluation.evaluator.predict_probabilities` (as evaluation does, one image at a time); each
     record keeps its image bytes and `image/filename` and gets the pseudo label as its mask.
     The shards are written by `wss.data.records.write_records` (temporary files renamed at the
     end). No completion marker is written here (see `prepare_pseudo_labels`).
@@ -115,7 +115,7 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
     Raises:
       RuntimeError: if the image stream and the records fall out of step (never expected).
     """
-    from wss import evaluation
+    from wss.evaluation import evaluator as evaluation
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def predict(images):

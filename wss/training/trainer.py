@@ -4,7 +4,7 @@
 weak mode, or the self-training baseline) from its gin bindings and runs it with the generic
 loop, `wss.training.loop.run`, which owns the strategy, checkpoints, resume, summaries,
 preemption and the NaN guard. In self-training mode the loop first has the task make (or
-reuse) the teacher's offline pseudo labels in `LOGDIR/pseudo_labels/` (`wss.self_training`).
+reuse) the teacher's offline pseudo labels in `LOGDIR/pseudo_labels/` (`wss.method.self_training`).
 `after_training()` evaluates and exports the final checkpoint.
 """
 
@@ -14,7 +14,8 @@ import gin
 from absl import logging
 
 from wss import config as config_lib
-from wss import evaluation, experiment
+from wss import experiment
+from wss.evaluation import evaluator as evaluation
 from wss.tasks.segmentation import SegmentationTask
 from wss.training import loop
 from wss.training.loop import NonFiniteLossError  # noqa: F401 (part of this module's API)
@@ -35,7 +36,7 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
       logdir: checkpoints, TensorBoard events and the gin config go here.
       mode: `supervised` (labelled stream only), `semi` (+ unlabelled), `weak` (+ image-
         labelled) or `self_training` (+ the unlabelled images with a supervised teacher's
-        offline pseudo labels; `wss.self_training`).
+        offline pseudo labels; `wss.method.self_training`).
       num_steps, log_every, summary_every, image_summary_every, checkpoint_every,
         max_to_keep, seed, deterministic, steps_per_run, strategy: the loop's options, as in
         `wss.training.loop.LoopOptions` (`num_steps` is also the poly decay length).
@@ -129,7 +130,7 @@ def after_training(logdir, evaluate=True, export=False, export_dir=None, evaluat
     """Evaluates (and exports) the final checkpoint; prints where everything is.
 
     The evaluated checkpoints' best by validation mIoU is kept in LOGDIR/best/ and reported
-    with the last one (`wss.evaluation.report_best_and_last`).
+    with the last one (`wss.evaluation.evaluator.report_best_and_last`).
 
     Args:
       logdir: the training log directory.
@@ -141,7 +142,7 @@ def after_training(logdir, evaluate=True, export=False, export_dir=None, evaluat
 
     Returns:
       dict with `miou` (or None), `checkpoint`, `export_dir` (or None) and, when evaluated,
-      `best` and `last` (`wss.evaluation.best_and_last`).
+      `best` and `last` (`wss.evaluation.evaluator.best_and_last`).
     """
     from wss import export as export_lib
 

@@ -25,7 +25,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from wss import metrics, run_files
+from wss import run_files
+from wss.evaluation import metrics
 from wss.resize import resize_bilinear
 
 
@@ -178,7 +179,7 @@ def configured_eval_spec():
     try:
         if not gin.get_bindings("after_training").get("evaluate", True):
             return None
-    except ValueError:  # wss.trainer (after_training) not imported: nothing to evaluate.
+    except ValueError:  # wss.training.trainer (after_training) not imported: nothing to evaluate.
         return None
     bindings = gin.get_bindings("evaluate_checkpoint")
     if bindings.get("pattern") is None:

@@ -20,7 +20,8 @@ Passes per step (semi and weak modes), shared where the semantics allow:
 So a PseudoSeg step runs three backbone passes, two with gradients, against the reference's
 five; the supervised baseline runs one.
 
-Self-training (`mode='self_training'`, the paper's table 6 baseline, `wss.self_training`) runs
+Self-training (`mode='self_training'`, the paper's table 6 baseline,
+`wss.method.self_training`) runs
 one pass too: the labelled batch and a batch of offline pseudo-labelled images (hard labels,
 255 where the teacher was not confident) go through the model together, and L_s is the pixel
 cross-entropy over the non-ignored pixels of both. L_x and L_sa use the labelled images only,
@@ -40,9 +41,10 @@ import keras
 import tensorflow as tf
 
 from wss import config as config_lib
-from wss import gradcam, losses, metrics, pseudo_labels, sgc
 from wss.data.records import IGNORE_LABEL
-from wss.pseudo_labels import PseudoLabelConfig
+from wss.evaluation import metrics
+from wss.method import gradcam, losses, pseudo_labels, sgc
+from wss.method.pseudo_labels import PseudoLabelConfig
 from wss.resize import downsample_mask, resize_labels, resize_like, spatial_size
 
 MODES = ("supervised", "semi", "weak", "self_training")
@@ -56,7 +58,7 @@ class PseudoSegObjective:
 
     Args:
       model: DeepLab model (`wss.models.build_deeplab`).
-      sgc_head: the SGC head (`wss.sgc.make_sgc_head`), or None for a supervised baseline
+      sgc_head: the SGC head (`wss.method.sgc.make_sgc_head`), or None for a supervised baseline
         without L_sa.
       mode: `supervised` (labelled stream only), `semi` (labelled + unlabelled), `weak`
         (labelled + image-labelled) or `self_training` (labelled + offline pseudo-labelled).

@@ -220,7 +220,7 @@ def sgc_logits(head, final_features, penultimate_features, image_labels, valid=N
     Returns:
       (SGC logits `[B, h, w, C]`, CAMs `[B, h, w, C - 1]`).
     """
-    from wss import gradcam as gradcam_lib
+    from wss.method import gradcam as gradcam_lib
 
     cams = gradcam_lib.gradcam(final_features, image_labels, classifier_kernel=classifier_kernel,
                                classify=classify)

@@ -18,7 +18,8 @@ applied to soft labels (hard labels are the argmax, which sharpening does not ch
 `make_pseudo_labels` is a plain function; its ablation switches (source, normalisation, gamma,
 T, soft / hard, threshold, restriction to the image labels) are the fields of
 `PseudoLabelConfig`, a small frozen config object. Gin configures the config
-(`PseudoLabelConfig.temperature = 0.1`), which the objective (`wss.objective.PseudoSegObjective`,
+(`PseudoLabelConfig.temperature = 0.1`), which the objective
+(`wss.method.objective.PseudoSegObjective`,
 argument `pseudo_labels`) receives and hands to `make_pseudo_labels` where it calls it.
 """
 
