@@ -34,12 +34,12 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from bench_reference_step import time_steps  # noqa: E402 (same directory)
 
 from wss.method import sgc
 from wss.method.objective import PseudoSegObjective  # noqa: E402
@@ -122,18 +122,6 @@ def make_step(row, model, head, labelled, unlabelled, jit_compile=False):
         return named["loss_total"]
 
     return lambda: float(step())
-
-
-def time_steps(step, warmup, steps):
-    """Seconds of each of `steps` calls of `step` after `warmup` untimed calls."""
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def _reference(reference_dir):
