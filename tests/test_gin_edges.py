@@ -22,6 +22,7 @@ from wss.data.augment import StrongViewConfig
 from wss.method import losses, pseudo_labels, sgc
 from wss.method.objective import PseudoSegObjective
 from wss.method.pseudo_labels import PseudoLabelConfig
+from wss.resize import resize_labels
 from wss.training import loop
 
 NUM_CLASSES = 5
@@ -167,6 +168,22 @@ def test_objective_uses_the_pseudo_label_config_it_was_given(model_and_head):
     assert PseudoSegObjective(model, head).pseudo_labels.source == "sgc"
     with pytest.raises(TypeError, match="PseudoSegObjective.pseudo_labels"):
         PseudoSegObjective(model, head, pseudo_labels={"source": "decoder"})
+
+
+def test_ground_truth_source_trains_the_strong_view_on_the_unlabelled_masks(model_and_head):
+    model, head = model_and_head
+    _, unlabelled = _batches(seed=1)
+    masks = np.random.default_rng(1).integers(0, NUM_CLASSES, (2, SIZE, SIZE)).astype(np.int32)
+    masks[0] = 255  # An image without a mask contributes nothing.
+    unlabelled["label"] = tf.constant(masks)
+    objective = PseudoSegObjective(model, head,
+                                   pseudo_labels=PseudoLabelConfig(source="ground_truth"))
+    pseudo = objective.pseudo_label_pass(unlabelled)
+    size = pseudo["targets"].shape[1:3]
+    expected = resize_labels(tf.constant(masks), size).numpy()
+    np.testing.assert_array_equal(np.argmax(pseudo["targets"].numpy(), -1)[1], expected[1])
+    np.testing.assert_array_equal(pseudo["pixel_weights"].numpy(),
+                                  (expected != 255).astype(np.float32))
 
 
 def test_objective_passes_its_loss_knobs(model_and_head, monkeypatch):

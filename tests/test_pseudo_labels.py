@@ -95,6 +95,22 @@ def test_sources_and_upsampling():
         pseudo_labels.make_pseudo_labels(decoder, sgc, source="average")
 
 
+def test_ground_truth_source_is_the_one_hot_mask_with_unknown_pixels_ignored():
+    decoder, _ = _logits(seed=5, shape=(2, 4, 5, 3))
+    masks = np.random.default_rng(5).integers(0, 3, (2, 4, 5)).astype(np.int32)
+    masks[1, 0, :] = 255
+    targets, weights, distribution = pseudo_labels.make_pseudo_labels(
+        decoder, config=pseudo_labels.PseudoLabelConfig(source="ground_truth"),
+        masks=tf.constant(masks), return_distribution=True)
+    known = masks != 255
+    expected = np.eye(3)[np.where(known, masks, 0)]
+    np.testing.assert_array_equal(targets.numpy(), expected)
+    np.testing.assert_array_equal(distribution.numpy(), expected)
+    np.testing.assert_array_equal(weights.numpy(), known.astype(np.float32))
+    with pytest.raises(ValueError, match="ground_truth.*masks"):
+        pseudo_labels.make_pseudo_labels(decoder, source="ground_truth")
+
+
 def test_hard_labels_with_threshold_ignore_exactly_low_confidence_pixels():
     decoder, sgc = _logits(seed=4, shape=(2, 6, 7, 5))
     fused = np_fusion(decoder, sgc, temperature=1.0)

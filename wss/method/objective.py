@@ -162,9 +162,12 @@ class PseudoSegObjective:
             cam_outputs["cls_logits"], known, threshold=self.classifier_threshold)
         sgc_logits = self._sgc(cam_outputs, image_labels, batch["valid"], training=True)
         sgc_logits = tf.stop_gradient(resize_like(sgc_logits, decoder_logits))
+        masks = None
+        if self.pseudo_labels.source == "ground_truth":
+            masks = resize_labels(batch["label"], spatial_size(decoder_logits))
         targets, pixel_weights, distribution = pseudo_labels.make_pseudo_labels(
             decoder_logits, sgc_logits, self.pseudo_labels, image_labels=image_labels,
-            return_distribution=True)
+            masks=masks, return_distribution=True)
         return {"decoder_logits": decoder_logits, "sgc_logits": sgc_logits,
                 "distribution": distribution, "targets": targets,
                 "pixel_weights": pixel_weights}

@@ -30,8 +30,9 @@ import tensorflow as tf
 
 from wss import config as config_lib
 from wss import resize
+from wss.data.records import IGNORE_LABEL
 
-SOURCES = ("fusion", "decoder", "sgc")
+SOURCES = ("fusion", "decoder", "sgc", "ground_truth")
 
 
 @gin.configurable
@@ -43,8 +44,11 @@ class PseudoLabelConfig:
     `PseudoSegObjective.pseudo_labels = @PseudoLabelConfig()`.
 
     Attributes:
-      source: `'fusion'` (eq. 4), `'decoder'` (softmax of the decoder) or `'sgc'` (softmax of
-        the SGC head).
+      source: `'fusion'` (eq. 4), `'decoder'` (softmax of the decoder), `'sgc'` (softmax of
+        the SGC head) or `'ground_truth'`: a diagnostic, not a method. The targets are the
+        unlabelled images' own masks (one-hot at the decoder resolution; pixels without a
+        mask get weight 0). It measures what the unlabelled path (strong view, L_u) could
+        give with perfect pseudo labels, the ceiling of every real source.
       normalize: shared RMS normalisation before fusing (only used by `'fusion'`).
       gamma: decoder weight in the fusion, in [0, 1].
       temperature: sharpening temperature for soft labels, > 0 (1.0 = none).
@@ -201,12 +205,32 @@ def _source_distribution(decoder_logits, sgc_logits, config):
     return tf.nn.softmax(sgc_logits, axis=-1)
 
 
+def _ground_truth_targets(decoder_logits, masks, return_distribution):
+    """One-hot masks as targets, weight 0 where the mask is unknown (the `ground_truth` source).
+
+    Raises:
+      ValueError: without `masks`.
+    """
+    if masks is None:
+        raise ValueError("PseudoLabelConfig.source='ground_truth' needs the unlabelled images' "
+                         "masks (masks=...)")
+    masks = tf.cast(masks, tf.int32)
+    known = tf.not_equal(masks, IGNORE_LABEL)
+    num_classes = tf.shape(decoder_logits)[-1]
+    targets = tf.one_hot(tf.where(known, masks, 0), num_classes, dtype=tf.float32)
+    weights = tf.cast(known, tf.float32)
+    if return_distribution:
+        return tf.stop_gradient(targets), tf.stop_gradient(weights), tf.stop_gradient(targets)
+    return tf.stop_gradient(targets), tf.stop_gradient(weights)
+
+
 def make_pseudo_labels(
     decoder_logits,
     sgc_logits=None,
     config=None,
     *,
     image_labels=None,
+    masks=None,
     return_distribution=False,
     source=None,
     normalize=None,
@@ -231,6 +255,8 @@ def make_pseudo_labels(
       image_labels: optional `[B, C - 1]` multi-hot labels of the classes present (ground truth
         with image-level labels, else the classifier's predictions): the labels that select
         the Grad-CAM classes. Required with `restrict_to_image_labels`.
+      masks: `[B, H, W]` int32 masks of the images at the decoder resolution (255 where
+        unknown); required by, and only used by, the `'ground_truth'` source.
       return_distribution: also return the distribution before sharpening (the calibrated
         fusion itself, or the single source's softmax), whose calibration the diagnostics
         measure.
@@ -252,6 +278,8 @@ def make_pseudo_labels(
         PseudoLabelConfig, config, source=source, normalize=normalize, gamma=gamma,
         temperature=temperature, soft=soft, threshold=threshold,
         restrict_to_image_labels=restrict_to_image_labels)
+    if config.source == "ground_truth":
+        return _ground_truth_targets(decoder_logits, masks, return_distribution)
     probs = _source_distribution(decoder_logits, sgc_logits, config)
     restrict = config.restrict_to_image_labels
     if restrict and image_labels is None:
