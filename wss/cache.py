@@ -3,12 +3,23 @@
 Things that `wss` builds on first use (the synthetic datasets, the demo's pretrained backbone)
 live under one cache root, `$WSS_CACHE_DIR` or `~/.cache/wss`. `ensure_cached` builds an entry
 into a temporary sibling directory and renames it into place, so an interrupted build never
-leaves a half-written entry behind and concurrent builders end with one complete copy.
+leaves a half-written entry behind. Concurrent first uses (e.g. `benchmarks/quality.py
+--parallel=2` on a fresh machine) build once: builders of one entry take an advisory lock
+(`CACHE/NAME.lock`, `fcntl.flock`, released by the OS if the holder dies) and the others wait
+for it and use its result. Where `fcntl` is missing (Windows) they build side by side and end
+with one complete copy.
 """
 
+import contextlib
 import os
 import shutil
+import sys
 import tempfile
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent builders each build.
+    fcntl = None
 
 
 def default_cache_dir():
@@ -37,6 +48,36 @@ def ensure_cached(name, build, marker, cache_dir=None):
     if os.path.isfile(os.path.join(final_dir, marker)):
         return final_dir
     os.makedirs(cache_dir, exist_ok=True)
+    with _build_lock(os.path.join(cache_dir, name + ".lock"), name):
+        if os.path.isfile(os.path.join(final_dir, marker)):
+            return final_dir  # Built by the process that held the lock.
+        return _build(name, build, marker, cache_dir, final_dir)
+
+
+@contextlib.contextmanager
+def _build_lock(path, name):
+    """Holds an exclusive advisory lock on `path`, saying so when it has to wait."""
+    if fcntl is None:
+        yield
+        return
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"Waiting for another process that is building {name} in the cache "
+                  f"(lock {path})", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError:  # A file system without locks (some network mounts): build unlocked.
+            yield
+            return
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build(name, build, marker, cache_dir, final_dir):
+    """Builds the entry in a temporary sibling directory and renames it to `final_dir`."""
     tmp_dir = tempfile.mkdtemp(prefix=name + ".tmp", dir=cache_dir)
     try:
         build(tmp_dir)
