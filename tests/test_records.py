@@ -161,3 +161,18 @@ def test_truncated_file_is_named(tmp_path):
         records.scan_records(path)
     with pytest.raises(FileNotFoundError, match="nothing-here"):
         records.list_files(str(tmp_path / "nothing-here*"))
+
+
+def test_encoded_examples_are_byte_identical_across_processes():
+    """Map fields serialise in a per-process order unless asked to be deterministic."""
+    import subprocess
+    import sys
+
+    script = ("import hashlib, numpy as np\n"
+              "from wss.data import records\n"
+              "print(hashlib.sha256(records.encode_example(np.zeros((4, 4, 3), np.uint8), "
+              "mask=np.zeros((4, 4), np.uint8), filename='a', class_labels=[1], "
+              "image_format='png', num_classes=3)).hexdigest())\n")
+    digests = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              check=True).stdout.split()[-1] for _ in range(2)}
+    assert len(digests) == 1

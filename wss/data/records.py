@@ -271,7 +271,9 @@ def encode_example(
         feature[CLASS_LABEL] = _int64_feature(
             _sorted_class_labels(class_labels, filename, num_classes))
     example = tf.train.Example(features=tf.train.Features(feature=feature))
-    return example.SerializeToString()
+    # Deterministic: the feature map is written in key order, so the same example gives the
+    # same bytes in every process (the default order follows a per-process hash table).
+    return example.SerializeToString(deterministic=True)
 
 
 def shard_paths(output_prefix: str, num_shards: int) -> List[str]:
