@@ -84,7 +84,9 @@ def parse_plan(argv):
     parser.add_argument("--grid", choices=sorted(grids.GRIDS), default="full")
     parser.add_argument("--root_dir", default="runs/quality")
     parser.add_argument("--datasets", help="default: the grid's")
-    parser.add_argument("--methods", default=",".join(grids.METHODS))
+    parser.add_argument("--methods", default=",".join(grids.DEFAULT_METHODS),
+                        help="default: every row of the paper's tables; also "
+                             f"{', '.join(grids.OPT_IN_METHODS)} (diagnostics)")
     parser.add_argument("--splits", default=",".join(grids.SPLITS))
     parser.add_argument("--seeds", help="default: the grid's")
     parser.add_argument("--sweep_seeds", help="default: the grid's; empty: no gamma x T sweep")

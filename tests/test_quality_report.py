@@ -115,7 +115,7 @@ def _plan(quality, root, *flags):
 
 def test_grid_plans_fit_their_budgets(quality, suite, tmp_path):
     grids = suite.grids
-    rows = {m: ("1_16", "1_8") for m in grids.METHODS}
+    rows = {m: ("1_16", "1_8") for m in grids.DEFAULT_METHODS}
     rows["supervised"] = ("1_16", "1_8", "all")
     expected = {"quick": ((RC,), (0,), 1), "default": ((RC,), (0, 1, 2), 1),
                 "full": ((RC, "shapes"), (0, 1, 2), 6)}
@@ -155,6 +155,19 @@ def test_grid_plans_fit_their_budgets(quality, suite, tmp_path):
     assert narrow.cells == [grids.Cell("shapes", "pseudoseg", "1_8", 2)] and not narrow.sweeps
     with pytest.raises(SystemExit):
         _plan(quality, tmp_path, "--splits=1_4")
+
+
+def test_the_ceiling_runs_only_when_named_and_trains_on_the_masks(quality, suite, tmp_path):
+    grids = suite.grids
+    default = _plan(quality, tmp_path, "--grid=quick")
+    assert "ground_truth_ceiling" not in default.methods_run
+    plan = _plan(quality, tmp_path, "--grid=quick", "--methods=supervised,ground_truth_ceiling",
+                 "--splits=1_16")
+    ceiling = [c for c in plan.cells if c.method == "ground_truth_ceiling"]
+    assert len(ceiling) == 1
+    command = grids.command(plan.root, ceiling[0], plan.grid.num_steps)
+    assert "--gin_file=demo.gin" in command
+    assert "--gin_bindings=PseudoLabelConfig.source = 'ground_truth'" in command
 
 
 def test_paths_keep_the_old_layout(quality, suite, tmp_path):

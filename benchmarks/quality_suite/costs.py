@@ -47,6 +47,7 @@ KINDS = {
     "pseudoseg_image_labels": "semi",
     "decoder_only": "semi",
     "sgc_only": "semi",
+    "ground_truth_ceiling": "semi",
     "self_training": "self_training",
     "sweep": "semi",
 }

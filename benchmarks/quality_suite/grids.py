@@ -42,7 +42,13 @@ METHODS = {
     "self_training": ("demo_self_training.gin", []),
     "decoder_only": ("demo.gin", ["PseudoLabelConfig.source = 'decoder'"]),
     "sgc_only": ("demo.gin", ["PseudoLabelConfig.source = 'sgc'"]),
+    # A diagnostic: the unlabelled images' own masks as pseudo labels, the ceiling of the
+    # unlabelled path (strong view + L_u) that every real pseudo-label source is bounded by.
+    "ground_truth_ceiling": ("demo.gin", ["PseudoLabelConfig.source = 'ground_truth'"]),
 }
+# Methods that run only when `--methods` names them: diagnostics, not rows of the paper.
+OPT_IN_METHODS = ("ground_truth_ceiling",)
+DEFAULT_METHODS = tuple(m for m in METHODS if m not in OPT_IN_METHODS)
 
 # Label split -> its bindings. The synthetic sets ship labelled_1_<n>.txt and
 # unlabelled_1_<n>.txt for n in 2, 4, 8, 16; demo.gin reads the 1/16 files.

@@ -20,6 +20,8 @@ TABLE_5 = (
     ("decoder_only", "PseudoSeg, pseudo labels from the decoder only"),
     ("sgc_only", "PseudoSeg, pseudo labels from SGC only"),
     ("pseudoseg", "PseudoSeg (fusion of decoder and SGC)"),
+    ("ground_truth_ceiling", "ceiling: the unlabelled images' masks as pseudo labels "
+                             "(diagnostic)"),
 )
 TABLE_6 = (
     ("supervised", "supervised, the fraction's labels only"),
