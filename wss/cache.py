@@ -61,6 +61,7 @@ def _build_lock(path, name):
         yield
         return
     with open(path, "a") as handle:
+        locked = True
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -68,12 +69,12 @@ def _build_lock(path, name):
                   f"(lock {path})", file=sys.stderr, flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
         except OSError:  # A file system without locks (some network mounts): build unlocked.
-            yield
-            return
+            locked = False
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _build(name, build, marker, cache_dir, final_dir):
