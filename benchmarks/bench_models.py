@@ -17,13 +17,16 @@ resizes are not counted, so GFLOP/s is slightly pessimistic. XLA is off (slower 
 """
 
 import argparse
+import collections
 import os
 import time
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from wss.models import build_deeplab
+from wss.models.layers import ConvBN, SeparableConvBN
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -40,39 +43,63 @@ def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
     return 2.0 * n**3 / best / 1e9
 
 
-def forward_flops(model, images) -> float:
-    """2 x multiply-adds of every convolution of one forward pass, from traced shapes."""
-    import keras
+def traced_shapes(model, layers, images):
+    """Input and output shapes of `layers` in one inference pass of `model` over `images`.
 
-    flops = 0.0
-    layers = [layer for layer in model._flatten_layers() if isinstance(
-        layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
-    outputs = {}
-    hooks = []
+    Returns:
+      `{id(layer): (input shape, output shape)}` (tuples) for each layer that ran.
+    """
+    shapes, originals = {}, []
     for layer in layers:
         original = layer.call
 
         def wrapped(inputs, *args, _layer=layer, _original=original, **kwargs):
             result = _original(inputs, *args, **kwargs)
-            outputs[id(_layer)] = (tuple(inputs.shape), tuple(result.shape))
+            shapes[id(_layer)] = (tuple(inputs.shape), tuple(result.shape))
             return result
 
         layer.call = wrapped
-        hooks.append((layer, original))
+        originals.append((layer, original))
     try:
         model(images, training=False)
     finally:
-        for layer, original in hooks:
+        for layer, original in originals:
             layer.call = original
+    return shapes
+
+
+def conv_flops(model, images):
+    """2 x multiply-adds of one forward pass: `{(part, kind): flops}`.
+
+    Counted from the layers' kernels and output shapes as the network defines them, whatever
+    op computes them (wss runs 1x1 convolutions as matrix products and a depthwise kernel
+    whose other taps read only padding by its centre tap; the count is the reference's).
+    `part` is `backbone` or `head` (ASPP, decoder, logits, classifier), `kind` is
+    `convolution` (including 1x1) or `depthwise convolution`.
+    """
+    inner = {id(layer.conv) for layer in model._flatten_layers() if isinstance(layer, ConvBN)}
+    layers = [layer for layer in model._flatten_layers()
+              if isinstance(layer, (ConvBN, SeparableConvBN))
+              or (isinstance(layer, keras.layers.Conv2D) and id(layer) not in inner)]
+    backbone = {id(layer) for layer in model.backbone._flatten_layers()}
+    shapes = traced_shapes(model, layers, images)
+    flops = collections.Counter()
     for layer in layers:
-        (_, _, _, c_in), (b, h, w, c_out) = outputs[id(layer)]
-        k_h, k_w = layer.kernel_size
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            macs = b * h * w * c_out * k_h * k_w
+        b, h, w, _ = shapes[id(layer)][1]
+        part = "backbone" if id(layer) in backbone else "head"
+        if isinstance(layer, SeparableConvBN):  # Its depthwise part; the pointwise is a ConvBN.
+            k_h, k_w, depth, _ = layer.depthwise.kernel.shape
+            flops[(part, "depthwise convolution")] += 2.0 * b * h * w * k_h * k_w * depth
         else:
-            macs = b * h * w * c_out * k_h * k_w * c_in
-        flops += 2.0 * macs
+            kernel = layer.kernel.shape  # [k, k, C_in, C_out]
+            macs = b * h * w * kernel[0] * kernel[1] * kernel[2] * kernel[3]
+            flops[(part, "convolution")] += 2.0 * macs
     return flops
+
+
+def forward_flops(model, images) -> float:
+    """2 x multiply-adds of every convolution of one forward pass (`conv_flops`, summed)."""
+    return float(sum(conv_flops(model, images).values()))
 
 
 def time_call(fn, repeats: int) -> float:

@@ -44,13 +44,11 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tensorflow.tsl.profiler.protobuf import xplane_pb2  # noqa: E402
 
-from wss.models.layers import ConvBN, SeparableConvBN  # noqa: E402
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench_models  # noqa: E402
 import bench_train_step  # noqa: E402
 
 _OP_EVENT = re.compile(r"^(?P<name>[^:]+):(?P<type>[A-Za-z0-9_]+)$")
@@ -158,50 +156,6 @@ def profile(step, steps, logdir):
     return read_trace(logdir)
 
 
-def conv_flops(model, images):
-    """2 x multiply-adds of one forward pass: `{(part, kind): flops}`.
-
-    Counted from the layers' kernels and output shapes as the network defines them, whatever
-    op computes them (wss runs 1x1 convolutions as matrix products and a depthwise kernel
-    whose other taps read only padding by its centre tap; the count is the reference's).
-    `part` is `backbone` or `head` (ASPP, decoder, logits, classifier), `kind` is
-    `convolution` (including 1x1) or `depthwise convolution`.
-    """
-    inner = {id(layer.conv) for layer in model._flatten_layers() if isinstance(layer, ConvBN)}
-    layers = [layer for layer in model._flatten_layers()
-              if isinstance(layer, (ConvBN, SeparableConvBN))
-              or (isinstance(layer, keras.layers.Conv2D) and id(layer) not in inner)]
-    backbone = {id(layer) for layer in model.backbone._flatten_layers()}
-    outputs, originals = {}, []
-    for layer in layers:
-        original = layer.call
-
-        def wrapped(*args, _layer=layer, _original=original, **kwargs):
-            result = _original(*args, **kwargs)
-            outputs[id(_layer)] = tuple(result.shape)
-            return result
-
-        layer.call = wrapped
-        originals.append((layer, original))
-    try:
-        model(images, training=False)
-    finally:
-        for layer, original in originals:
-            layer.call = original
-    flops = collections.Counter()
-    for layer in layers:
-        b, h, w, _ = outputs[id(layer)]
-        part = "backbone" if id(layer) in backbone else "head"
-        if isinstance(layer, SeparableConvBN):  # Its depthwise part; the pointwise is a ConvBN.
-            k_h, k_w, depth, _ = layer.depthwise.kernel.shape
-            flops[(part, "depthwise convolution")] += 2.0 * b * h * w * k_h * k_w * depth
-        else:
-            kernel = layer.kernel.shape  # [k, k, C_in, C_out]
-            macs = b * h * w * kernel[0] * kernel[1] * kernel[2] * kernel[3]
-            flops[(part, "convolution")] += 2.0 * macs
-    return flops
-
-
 def step_flops(row, forward):
     """FLOPs of one step by kind, from one forward pass's `conv_flops` (see module doc)."""
     full = collections.Counter()
@@ -274,7 +228,7 @@ def main():
     args = parser.parse_args()
     model, head = bench_train_step.build_models(args.crop, args.small)
     labelled, unlabelled = bench_train_step.random_batches(args.batch, args.crop)
-    forward = conv_flops(model, labelled["image"])
+    forward = bench_models.conv_flops(model, labelled["image"])
     rows = args.rows.split(",")
     steps = {row: bench_train_step.make_step(row, model, head, labelled, unlabelled)
              for row in rows}
