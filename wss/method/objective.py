@@ -52,7 +52,7 @@ MODES = ("supervised", "semi", "weak", "self_training")
 ONLINE_PSEUDO_LABEL_MODES = ("semi", "weak")
 
 
-@gin.configurable(denylist=["model", "sgc_head", "mode"])
+@gin.configurable(denylist=["model", "sgc_head", "mode", "teacher"])
 class PseudoSegObjective:
     """Computes the PseudoSeg losses of one replica's batches.
 
@@ -77,17 +77,24 @@ class PseudoSegObjective:
       regularize_depthwise: also decay depthwise kernels (DeepLab: False).
       weight_decay_exclude: variable path substrings to leave out of the weight decay (e.g.
         `('sgc_head',)`, as the reference).
+      teacher: an `wss.method.ema_teacher.EmaTeacher` (semi and weak modes), or None: the
+        weak view's pass (decoder logits, classifier, Grad-CAM, SGC) then runs on the
+        teacher in inference mode, and each step ends with the teacher's EMA update. Built
+        by the task from `train.ema_teacher_decay`.
     """
 
     def __init__(self, model, sgc_head=None, mode="semi", use_sgc_loss=True,
                  use_classification_loss=True, gradcam_inference_pass=False,
                  classifier_threshold=0.5, weight_decay=4e-5, num_bins=15, pseudo_labels=None,
                  unlabelled_weight=1.0, mask_align_corners=True, regularize_depthwise=False,
-                 weight_decay_exclude=()):
+                 weight_decay_exclude=(), teacher=None):
         if mode not in MODES:
             raise ValueError(f"PseudoSegObjective.mode={mode!r}; choose one of {MODES}")
         if mode in ONLINE_PSEUDO_LABEL_MODES and sgc_head is None:
             raise ValueError(f"mode={mode!r} needs an SGC head for its pseudo labels")
+        if teacher is not None and mode not in ONLINE_PSEUDO_LABEL_MODES:
+            raise ValueError(f"an EMA teacher (train.ema_teacher_decay) makes online pseudo "
+                             f"labels; mode={mode!r} has none (use semi or weak)")
         if pseudo_labels is None:
             pseudo_labels = PseudoLabelConfig()
         if not isinstance(pseudo_labels, PseudoLabelConfig):
@@ -114,6 +121,7 @@ class PseudoSegObjective:
             raise ValueError(f"PseudoSegObjective.weight_decay_exclude={weight_decay_exclude!r}: "
                              f"expected a tuple of strings")
         self.weight_decay_exclude = tuple(weight_decay_exclude)
+        self.teacher = teacher
 
     @property
     def uses_unlabelled_stream(self):
@@ -132,16 +140,21 @@ class PseudoSegObjective:
             variables += list(self.sgc_head.trainable_variables)
         return variables
 
-    def _sgc(self, outputs, image_labels, valid, training):
+    def _sgc(self, outputs, image_labels, valid, training, teacher=False):
+        model, head = ((self.teacher.model, self.teacher.sgc_head) if teacher
+                       else (self.model, self.sgc_head))
         features = outputs["features"]
         logits, _ = sgc.sgc_logits(
-            self.sgc_head, tf.stop_gradient(features["final"]),
+            head, tf.stop_gradient(features["final"]),
             tf.stop_gradient(features["penultimate"]), image_labels, valid=valid,
-            classifier_kernel=self.model.classifier_kernel, training=training)
+            classifier_kernel=model.classifier_kernel, training=training)
         return tf.cast(logits, tf.float32)
 
     def pseudo_label_pass(self, batch):
         """The weak view's forward pass and its pseudo labels (no gradient).
+
+        With an EMA teacher the pass runs on the teacher's model and SGC head in inference
+        mode; without one, on the model being trained, in training mode (the reference).
 
         Args:
           batch: an unlabelled or image-labelled batch dict.
@@ -152,15 +165,20 @@ class PseudoSegObjective:
           and `pixel_weights` (from `make_pseudo_labels` with this objective's
           `pseudo_labels` config).
         """
-        outputs = self.model(batch["image"], training=True)
+        teacher = self.teacher is not None
+        if teacher:  # Inference mode: the teacher is never trained.
+            outputs = self.teacher.model(batch["image"], training=False)
+        else:
+            outputs = self.model(batch["image"], training=True)
         decoder_logits = tf.stop_gradient(tf.cast(outputs["logits"], tf.float32))
         cam_outputs = outputs
-        if self.gradcam_inference_pass:
+        if self.gradcam_inference_pass and not teacher:
             cam_outputs = self.model(batch["image"], training=False)
         known = batch["class_labels"] if self.mode == "weak" else None
         image_labels = gradcam.image_level_labels(
             cam_outputs["cls_logits"], known, threshold=self.classifier_threshold)
-        sgc_logits = self._sgc(cam_outputs, image_labels, batch["valid"], training=True)
+        sgc_logits = self._sgc(cam_outputs, image_labels, batch["valid"],
+                               training=not teacher, teacher=teacher)
         sgc_logits = tf.stop_gradient(resize_like(sgc_logits, decoder_logits))
         masks = None
         if self.pseudo_labels.source == "ground_truth":
@@ -243,6 +261,8 @@ class PseudoSegObjective:
                 scaled = optimizer.scale_loss(scaled)
         gradients = tape.gradient(scaled, variables)
         optimizer.apply_gradients(zip(gradients, variables))
+        if self.teacher is not None:
+            self.teacher.update()
         named["loss_total"] = total
         return named, pseudo, strong
 

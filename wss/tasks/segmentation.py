@@ -8,7 +8,9 @@ self_training mode) into the generic loop (`wss.training.loop.run`):
 * streams: `labelled` (weak views of masked images) and, in semi and weak modes, `unlabelled`
   (weak and strong views of the unlabelled or image-labelled images), in self-training mode
   `pseudo_labelled` (the pseudo-labelled images, augmented as the labelled ones);
-* models: the DeepLab model and the SGC head (`wss.experiment.build_models`);
+* models: the DeepLab model and the SGC head (`wss.experiment.build_models`), and with
+  `train.ema_teacher_decay > 0` a second pair, the EMA teacher of the online pseudo labels
+  (`wss.method.ema_teacher`, saved in the checkpoints);
 * step: `PseudoSegObjective.train_step` plus, for TensorBoard, the pseudo labels' accuracy
   against the masks the unlabelled records may have, their ECE (decoder, SGC, fused) and images
   in the dataset's palette;
@@ -21,6 +23,7 @@ import tensorflow as tf
 from wss import experiment, visualize
 from wss.data import pipeline
 from wss.evaluation import metrics
+from wss.method.ema_teacher import EmaTeacher
 from wss.method.objective import MODES, ONLINE_PSEUDO_LABEL_MODES, PseudoSegObjective
 from wss.training.task import StepOutput, Task
 
@@ -42,6 +45,8 @@ class SegmentationTask(Task):
       palette: colour palette of image summaries.
       initialize_last_layer: also warm-start the logits layers (DeepLab's flag).
       teacher_checkpoint: self-training: the supervised teacher's log directory or checkpoint.
+      ema_teacher_decay: semi and weak modes: 0 (pseudo labels from the model being trained)
+        or the decay of an EMA teacher that makes them (`wss.method.ema_teacher`).
 
     Raises:
       ValueError: for an unknown mode, a mode other than supervised without unlabelled
@@ -51,7 +56,7 @@ class SegmentationTask(Task):
     def __init__(self, mode, num_classes, labelled_batch_size, unlabelled_batch_size,
                  crop_size, labelled_pattern, labelled_split=None, unlabelled_pattern=None,
                  unlabelled_split=None, palette="pascal", initialize_last_layer=False,
-                 teacher_checkpoint=None):
+                 teacher_checkpoint=None, ema_teacher_decay=0.0):
         if mode not in MODES:
             raise ValueError(f"train.mode={mode!r}; choose one of {MODES}")
         if mode != "supervised" and not unlabelled_pattern:
@@ -77,6 +82,8 @@ class SegmentationTask(Task):
         self.palette = visualize.get_palette(palette)
         self.initialize_last_layer = initialize_last_layer
         self.teacher_checkpoint = teacher_checkpoint
+        self.ema_teacher_decay = ema_teacher_decay
+        self.ema_teacher = None
         self.pseudo_label_spec = None  # Self-training: set by `prepare`.
         self.pseudo_label_summary = None
         self._splits_checked = False
@@ -153,7 +160,14 @@ class SegmentationTask(Task):
 
     def build(self):
         self.model, self.sgc_head = experiment.build_models(num_classes=self.num_classes)
-        self.objective = PseudoSegObjective(self.model, self.sgc_head, mode=self.mode)
+        if self.semi and self.ema_teacher_decay > 0:
+            teacher_model, teacher_sgc_head = experiment.build_models(
+                num_classes=self.num_classes)
+            self.ema_teacher = EmaTeacher(self.model, self.sgc_head, teacher_model,
+                                          teacher_sgc_head, self.ema_teacher_decay)
+            self.ema_teacher.copy_from_student()
+        self.objective = PseudoSegObjective(self.model, self.sgc_head, mode=self.mode,
+                                            teacher=self.ema_teacher)
 
     @property
     def trainable_variables(self):
@@ -164,13 +178,19 @@ class SegmentationTask(Task):
         return self.model.variables + (self.sgc_head.variables if self.sgc_head else [])
 
     def checkpoint_objects(self):
-        return experiment.checkpoint_objects(self.model, self.sgc_head)
+        objects = experiment.checkpoint_objects(self.model, self.sgc_head)
+        if self.ema_teacher is not None:
+            objects["ema_teacher_model"] = experiment.VariableStore(self.ema_teacher.model)
+            objects["ema_teacher_sgc_head"] = experiment.VariableStore(self.ema_teacher.sgc_head)
+        return objects
 
     def warm_start(self, path):
         from wss.models import load_deeplab_checkpoint
 
         report = load_deeplab_checkpoint(self.model, path, skip_mismatch=True,
                                          skip_last_layer=not self.initialize_last_layer)
+        if self.ema_teacher is not None:  # The teacher starts from the warm-started student.
+            self.ema_teacher.copy_from_student()
         return report.summary()
 
     @property

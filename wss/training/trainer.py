@@ -16,6 +16,7 @@ from absl import logging
 from wss import config as config_lib
 from wss import experiment
 from wss.evaluation import evaluator as evaluation
+from wss.method.objective import ONLINE_PSEUDO_LABEL_MODES
 from wss.tasks.segmentation import SegmentationTask
 from wss.training import loop
 from wss.training.loop import NonFiniteLossError  # noqa: F401 (part of this module's API)
@@ -29,7 +30,7 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
           checkpoint_every=1000, max_to_keep=3, init_checkpoint=None,
           initialize_last_layer=False, seed=None, deterministic=False,
           mixed_precision_policy=None, palette="pascal", steps_per_run=None,
-          teacher_checkpoint=None):
+          teacher_checkpoint=None, ema_teacher_decay=0.0):
     """Trains PseudoSeg (or a baseline) and returns the final step's losses.
 
     Args:
@@ -59,6 +60,9 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
       teacher_checkpoint: required in self-training mode (else unused): the log directory or
         checkpoint of a supervised run whose model (this config's model bindings)
         pseudo-labels the unlabelled images. The student still starts from `init_checkpoint`.
+      ema_teacher_decay: 0 (the paper and reference: the weak view's pseudo label comes from
+        the model being trained) or a decay in (0, 1): semi and weak modes make it with an
+        EMA teacher instead (`wss.method.ema_teacher`, an extension).
 
     Returns:
       dict of the last step's named losses (floats), `step`, `history` (the logged steps),
@@ -73,10 +77,12 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
     """
     _check_bindings(num_classes, labelled_batch_size, unlabelled_batch_size, crop_size)
     _check_teacher(mode, teacher_checkpoint, logdir)
+    _check_ema_teacher(mode, ema_teacher_decay)
     task = SegmentationTask(
         mode, num_classes, labelled_batch_size, unlabelled_batch_size, crop_size,
         labelled_pattern, labelled_split, unlabelled_pattern, unlabelled_split, palette,
-        initialize_last_layer, teacher_checkpoint=teacher_checkpoint)
+        initialize_last_layer, teacher_checkpoint=teacher_checkpoint,
+        ema_teacher_decay=ema_teacher_decay)
     options = loop.LoopOptions(
         num_steps=num_steps, log_every=log_every, summary_every=summary_every,
         image_summary_every=image_summary_every, checkpoint_every=checkpoint_every,
@@ -97,6 +103,15 @@ def _check_bindings(num_classes, labelled_batch_size, unlabelled_batch_size, cro
     config_lib.check_int("train.labelled_batch_size", labelled_batch_size, minimum=1)
     config_lib.check_int("train.unlabelled_batch_size", unlabelled_batch_size, minimum=1)
     config_lib.check_size("train.crop_size", crop_size, minimum=MIN_CROP_SIZE)
+
+
+def _check_ema_teacher(mode, decay):
+    """Fails naming `train.ema_teacher_decay` for a bad value or a mode without one."""
+    config_lib.check_number("train.ema_teacher_decay", decay, minimum=0, maximum=1,
+                            exclusive_maximum=True)
+    if decay > 0 and mode not in ONLINE_PSEUDO_LABEL_MODES:
+        raise ValueError(f"train.ema_teacher_decay={decay!r}: an EMA teacher makes the online "
+                         f"pseudo labels of train.mode 'semi' or 'weak', not {mode!r}")
 
 
 def _check_teacher(mode, teacher_checkpoint, logdir):
