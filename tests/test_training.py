@@ -95,12 +95,44 @@ def assert_released(created):
     assert not alive, f"{len(alive)} of {len(created)} iterator resources outlived train()"
 
 
-@pytest.mark.parametrize("mode", ["supervised", "semi", "weak"])
+def _checkpoint_values(logdir, step, prefix):
+    reader = tf.train.load_checkpoint(os.path.join(logdir, f"ckpt-{step}"))
+    names = sorted(n for n in reader.get_variable_to_shape_map()
+                   if n.startswith(prefix) and "OPTIMIZER_SLOT" not in n)
+    return {n[len(prefix):]: reader.get_tensor(n) for n in names}
+
+
+def assert_ema_teacher_followed_the_student(logdir, decay):
+    """Checkpoints 1 and 2 hold teacher_2 = decay * teacher_1 + (1 - decay) * student_2."""
+    teacher_1 = _checkpoint_values(logdir, 1, "ema_teacher_model/")
+    teacher_2 = _checkpoint_values(logdir, 2, "ema_teacher_model/")
+    student_2 = _checkpoint_values(logdir, 2, "model/")
+    assert teacher_1 and teacher_1.keys() == student_2.keys()
+    moved = 0
+    for name, value in teacher_2.items():
+        if not np.issubdtype(value.dtype, np.floating):
+            continue
+        expected = decay * teacher_1[name].astype(np.float64) + (1 - decay) * student_2[name]
+        np.testing.assert_allclose(value, expected, rtol=1e-5, atol=1e-6, err_msg=name)
+        moved += not np.allclose(value, student_2[name])
+    assert moved > 0
+    assert _checkpoint_values(logdir, 2, "ema_teacher_sgc_head/")
+
+
+# Semi mode runs with an EMA teacher (`train.ema_teacher_decay`), weak mode without: both make
+# online pseudo labels, so the two replica-context paths are covered in one test each.
+@pytest.mark.parametrize("mode,ema_decay", [("supervised", 0.0), ("semi", 0.75),
+                                            ("weak", 0.0)])
 @pytest.mark.slow
-def test_modes_run_on_two_replicas_with_finite_losses(tiny_data, tmp_path, mode,
+def test_modes_run_on_two_replicas_with_finite_losses(tiny_data, tmp_path, mode, ema_decay,
                                                       input_resources):
-    configure(tiny_data, mode=mode, steps=2)
+    extra = []
+    if ema_decay:
+        extra = [f"train.ema_teacher_decay = {ema_decay}", "train.checkpoint_every = 1"]
+    configure(tiny_data, mode=mode, steps=2, extra=extra)
     result = trainer.train(str(tmp_path))
+    if ema_decay:  # Each step's update, after the optimizer's, reached the saved teacher.
+        assert_ema_teacher_followed_the_student(str(tmp_path), ema_decay)
     assert_released(input_resources)
     assert result["step"] == 2
     expected = {"loss_s", "loss_x", "loss_sa", "loss_wd", "loss_total"}
