@@ -19,6 +19,7 @@ from tensorflow.python.data.ops import iterator_ops
 from wss import experiment
 from wss.data import synthetic
 from wss.evaluation import evaluator as evaluation
+from wss.tasks.segmentation import SegmentationTask
 from wss.training import trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,6 +96,17 @@ def assert_released(created):
     assert not alive, f"{len(alive)} of {len(created)} iterator resources outlived train()"
 
 
+def image_summary_steps(directory):
+    """The steps at which the event files in `directory` hold image summaries."""
+    steps = set()
+    for path in tf.io.gfile.glob(os.path.join(directory, "events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "images":
+                    steps.add(event.step)
+    return steps
+
+
 def _checkpoint_values(logdir, step, prefix):
     reader = tf.train.load_checkpoint(os.path.join(logdir, f"ckpt-{step}"))
     names = sorted(n for n in reader.get_variable_to_shape_map()
@@ -125,12 +137,23 @@ def assert_ema_teacher_followed_the_student(logdir, decay):
                                             ("weak", 0.0)])
 @pytest.mark.slow
 def test_modes_run_on_two_replicas_with_finite_losses(tiny_data, tmp_path, mode, ema_decay,
-                                                      input_resources):
+                                                      input_resources, monkeypatch):
     extra = []
     if ema_decay:
         extra = [f"train.ema_teacher_decay = {ema_decay}", "train.checkpoint_every = 1"]
-    configure(tiny_data, mode=mode, steps=2, extra=extra)
+    configure(tiny_data, mode=mode, steps=2, extra=extra)  # Image summaries every 2 steps.
+    traced = []
+    replica_step = SegmentationTask.replica_step
+
+    def counting_replica_step(self, *args):
+        traced.append(args[-1])  # with_images
+        return replica_step(self, *args)
+
+    monkeypatch.setattr(SegmentationTask, "replica_step", counting_replica_step)
     result = trainer.train(str(tmp_path))
+    # One trace (one call per replica), though step 2 writes images and step 1 does not.
+    assert traced == [True, True]
+    assert image_summary_steps(str(tmp_path / "train")) == {2}
     if ema_decay:  # Each step's update, after the optimizer's, reached the saved teacher.
         assert_ema_teacher_followed_the_student(str(tmp_path), ema_decay)
     assert_released(input_resources)

@@ -180,11 +180,18 @@ def _write_text(path, text):
     rundir.write_atomic(path, text)
 
 
-def _make_step_function(task, strategy, optimizer):
-    """The traced step: one batch of each stream, the task's replica step, reductions."""
+def _make_step_function(task, strategy, optimizer, with_images):
+    """The traced step: one batch of each stream, the task's replica step, reductions.
+
+    `with_images` is fixed for the whole run: when image summaries are on, every step returns
+    the (small) summary images and the loop writes those of the steps that are due. A Python
+    flag that changed from step to step would make `tf.function` trace the whole step a second
+    time at the first image step (measured: about a minute of a 2-core machine, longer when it
+    is shared, in every run).
+    """
     num_replicas = strategy.num_replicas_in_sync
 
-    def replica_fn(batches, with_images):
+    def replica_fn(batches):
         out = task.replica_step(optimizer, batches, num_replicas, with_images)
         return out.losses, out.stats, out.images
 
@@ -192,9 +199,9 @@ def _make_step_function(task, strategy, optimizer):
     # would keep their tf.data resources alive after `run` returns (the traced graph outlives
     # it), until interpreter exit, where destroying each one waits for its pipeline's
     # autotuning thread to wake, up to a minute apiece.
-    def step_fn(iterators, with_images):
+    def step_fn(iterators):
         batches = {name: next(iterator) for name, iterator in iterators.items()}
-        losses, stats, images = strategy.run(replica_fn, args=(batches, with_images))
+        losses, stats, images = strategy.run(replica_fn, args=(batches,))
         losses = {k: strategy.reduce("MEAN", v, axis=None) for k, v in losses.items()}
         stats = {k: strategy.reduce("SUM", v, axis=None) for k, v in stats.items()}
         images = {k: strategy.experimental_local_results(v)[0] for k, v in images.items()}
@@ -283,10 +290,10 @@ def _check_inputs(task):
         pipeline.check_stream_not_empty(name, spec, num_classes)
 
 
-def _next_step(step_function, iterators, with_images, task):
+def _next_step(step_function, iterators, task):
     """Runs one step; an input error is re-raised naming the stream, file and record."""
     try:
-        return step_function(iterators, with_images)
+        return step_function(iterators)
     except (tf.errors.DataLossError, tf.errors.InvalidArgumentError,
             tf.errors.OutOfRangeError) as error:
         specs = task.input_specs()
@@ -393,7 +400,8 @@ def _run_locked(task, logdir, save_dir, strategy, options, iterators):
 
 def _train_steps(task, strategy, optimizer, manager, iterators, logdir, save_dir, options):
     """The loop proper: steps until `num_steps` (or `steps_per_run`, or SIGTERM)."""
-    step_function = _make_step_function(task, strategy, optimizer)
+    every = options.image_summary_every
+    step_function = _make_step_function(task, strategy, optimizer, with_images=bool(every))
     writer = tf.summary.create_file_writer(os.path.join(save_dir, "train"))
     step = _step_of(optimizer)
     num_replicas = strategy.num_replicas_in_sync
@@ -407,9 +415,8 @@ def _train_steps(task, strategy, optimizer, manager, iterators, logdir, save_dir
     losses, skipped_updates = {}, 0
     with _SigtermFlag() as sigterm:
         while step < stop_step:
-            every = options.image_summary_every
-            with_images = bool(every) and (step + 1) % every == 0
-            named, stats, images = _next_step(step_function, iterators, with_images, task)
+            images_due = bool(every) and (step + 1) % every == 0
+            named, stats, images = _next_step(step_function, iterators, task)
             previous_step, step = step, _step_of(optimizer)
             losses = {k: float(v) for k, v in named.items()}
             _check_finite(step, losses, manager)
@@ -419,7 +426,7 @@ def _train_steps(task, strategy, optimizer, manager, iterators, logdir, save_dir
                 skipped_updates += 1
                 logging.info("step %d: gradients overflowed; update skipped", step)
                 continue
-            progress.record(step, losses, stats, images)
+            progress.record(step, losses, stats, images if images_due else {})
             if step % options.checkpoint_every == 0 or sigterm.received or step == stop_step:
                 manager.save(checkpoint_number=step)
             if sigterm.received:

@@ -125,7 +125,9 @@ class Task(abc.ABC):
           batches: this replica's batch of each stream.
           num_replicas: replicas in sync (scale losses by its inverse before summing
             gradients so that they are those of the global mean).
-          with_images: also return images for TensorBoard.
+          with_images: also return images for TensorBoard. Fixed for a run (true when image
+            summaries are on): the step is traced once, and the loop writes the images of the
+            steps that are due.
 
         Returns:
           A `StepOutput`.
