@@ -336,6 +336,21 @@ def test_report_tables_gap_closure_and_orderings(quality, suite, tmp_path):
     assert f"`{RC}/pseudoseg_1_8/seed_1`: `python -m wss.train pseudoseg 1_8 1`" in listing
 
 
+def test_gap_closed_is_undefined_when_the_gap_is_noise(suite):
+    tables = suite.tables
+    low, figure = tables.Stats([0.24, 0.25]), tables.Stats([0.30, 0.31])
+    # (30.5 - 24.5) / (40.5 - 24.5), ranges apart.
+    assert tables.gap_closed(figure, low, tables.Stats([0.40, 0.41])) == pytest.approx(0.375)
+    # The default grid's case: all labels no higher than 1/16 within its seeds' spread.
+    assert tables.gap_closed(figure, low, tables.Stats([0.20, 0.29])) is None
+    assert tables.gap_closed(figure, low, tables.Stats([0.25, 0.29])) is None  # Overlap.
+    # Single seeds: a gap under 2 points is noise, one of 2 points or more is not.
+    one = tables.Stats([0.245])
+    assert tables.gap_closed(figure, one, tables.Stats([0.26])) is None
+    assert tables.gap_closed(figure, one, tables.Stats([0.265])) == pytest.approx(3.0)
+    assert tables.gap_closed(None, low, tables.Stats([0.40, 0.41])) is None
+
+
 def test_sweep_command_goes_through_launch_sweep(quality, suite, tmp_path):
     gamma_t, grids = suite.gamma_t, suite.grids
     plan = _plan(quality, tmp_path, "--grid=quick")

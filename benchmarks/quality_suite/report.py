@@ -67,9 +67,11 @@ def _miou_table(results, plan, dataset, rows):
         lines.append("| " + " | ".join(cells) + " |")
     if grids.ALL_LABELS in plan.splits and "supervised" in plan.methods_run:
         upper = _miou_cell(results, plan, dataset, "supervised", grids.ALL_LABELS)
-        gap = "100%" if results.upper_bound(dataset) else "-"
-        lines.append("| " + " | ".join([ALL_LABELS_TITLE] + [upper, gap] * len(plan.fractions))
-                     + " |")
+        cells = [ALL_LABELS_TITLE]
+        for split in plan.fractions:  # 100%, or '-' where the gap itself is noise.
+            cells += [upper, _percent(results.gap(dataset, "supervised", split,
+                                                  figure=results.upper_bound(dataset)))]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -152,7 +154,9 @@ def _header(plan):
               f"Datasets {', '.join(plan.datasets)}; seeds {', '.join(map(str, plan.seeds))}. "
               "Validation mIoU in %, mean (min-max) over seeds (`[k/n seeds]`: only k "
               "finished); 'gap closed' is (method - supervised at the same fraction) / "
-              "(supervised, all labels - supervised at the same fraction) of the means.", ""]
+              "(supervised, all labels - supervised at the same fraction) of the means, '-' "
+              "where that gap is within noise (under 2 points, or the two rows' min-max "
+              "ranges overlap).", ""]
     return lines
 
 
