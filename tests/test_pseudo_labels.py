@@ -212,3 +212,61 @@ def test_restrict_to_image_labels_matches_numpy():
     np.testing.assert_array_equal(np.argmax(hard, -1), np.argmax(expected, -1))
     with pytest.raises(ValueError, match="needs image_labels"):
         pseudo_labels.make_pseudo_labels(probs, source="decoder", restrict_to_image_labels=True)
+
+
+def np_class_balanced_weights(probs, keep_fraction, valid):
+    """Per class, keeps the ceil(f * n_c) most confident real pixels (ties at the cut kept)."""
+    probs = probs.astype(np.float64)
+    confidence = probs.max(-1)
+    predicted = probs.argmax(-1)
+    weights = np.zeros(confidence.shape)
+    for c in range(probs.shape[-1]):
+        members = (predicted == c) & (valid > 0)
+        if not members.any():
+            continue
+        ranked = np.sort(confidence[members])[::-1]
+        cut = ranked[int(np.ceil(keep_fraction * members.sum())) - 1]
+        weights[members & (confidence >= cut)] = 1.0
+    return weights
+
+
+@pytest.mark.parametrize("keep_fraction", [0.05, 0.3, 0.5, 0.999, 1.0])
+def test_class_balanced_weights_match_numpy(keep_fraction):
+    rng = np.random.default_rng(int(keep_fraction * 1000))
+    logits = rng.normal(size=(2, 6, 7, 5)) * np.array([3.0, 1.0, 1.0, 0.5, 0.5])
+    logits[..., 0] += 2.0  # A dominant class, as background is, and a class never predicted.
+    logits[..., 4] -= 20.0
+    probs = np_softmax(logits)
+    valid = np.ones((2, 6, 7), np.float32)
+    valid[1, :, 5:] = 0  # Padding: never ranked, never kept.
+    out = pseudo_labels.class_balanced_weights(probs.astype(np.float32), keep_fraction,
+                                               valid).numpy()
+    expected = np_class_balanced_weights(probs.astype(np.float32), keep_fraction, valid)
+    np.testing.assert_array_equal(out, expected)
+    assert np.all(out[1, :, 5:] == 0)
+    predicted = probs.argmax(-1)
+    for c in range(4):  # Every predicted class keeps its share, however unconfident.
+        count = np.sum((predicted == c) & (valid > 0))
+        if count:
+            assert np.sum(out[predicted == c]) >= np.ceil(keep_fraction * count)
+
+
+def test_keep_per_class_weights_pixels_of_the_fused_distribution_before_sharpening():
+    decoder, sgc = _logits(seed=5)
+    valid = np.ones(decoder.shape[:3], np.float32)
+    targets, weights, distribution = pseudo_labels.make_pseudo_labels(
+        decoder, sgc, temperature=0.1, keep_per_class=0.4, valid=valid,
+        return_distribution=True)
+    np.testing.assert_allclose(targets, np_fusion(decoder, sgc, temperature=0.1), rtol=1e-4,
+                               atol=1e-6)
+    expected = np_class_balanced_weights(distribution.numpy(), 0.4, valid)
+    np.testing.assert_array_equal(weights, expected)
+    assert 0 < expected.mean() < 1
+    # With a threshold too, a pixel needs both.
+    _, both = pseudo_labels.make_pseudo_labels(
+        decoder, sgc, temperature=0.1, soft=False, threshold=0.3, keep_per_class=0.4)
+    hard_expected = (distribution.numpy().max(-1) >= 0.3) * np_class_balanced_weights(
+        distribution.numpy(), 0.4, np.ones_like(valid))
+    np.testing.assert_array_equal(both, hard_expected)
+    with pytest.raises(ValueError, match="PseudoLabelConfig.keep_per_class"):
+        pseudo_labels.PseudoLabelConfig(keep_per_class=0.0)

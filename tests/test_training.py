@@ -131,8 +131,9 @@ def assert_ema_teacher_followed_the_student(logdir, decay):
     assert _checkpoint_values(logdir, 2, "ema_teacher_sgc_head/")
 
 
-# Semi mode runs with an EMA teacher (`train.ema_teacher_decay`), weak mode without: both make
-# online pseudo labels, so the two replica-context paths are covered in one test each.
+# Semi mode runs with an EMA teacher (`train.ema_teacher_decay`), weak mode without and with
+# class-balanced selection (`PseudoLabelConfig.keep_per_class`): both make online pseudo labels,
+# so the two replica-context paths are covered in one test each.
 @pytest.mark.parametrize("mode,ema_decay", [("supervised", 0.0), ("semi", 0.75),
                                             ("weak", 0.0)])
 @pytest.mark.slow
@@ -141,6 +142,8 @@ def test_modes_run_on_two_replicas_with_finite_losses(tiny_data, tmp_path, mode,
     extra = []
     if ema_decay:
         extra = [f"train.ema_teacher_decay = {ema_decay}", "train.checkpoint_every = 1"]
+    keep_per_class = 0.5 if mode == "weak" else 1.0
+    extra.append(f"PseudoLabelConfig.keep_per_class = {keep_per_class}")
     configure(tiny_data, mode=mode, steps=2, extra=extra)  # Image summaries every 2 steps.
     traced = []
     replica_step = SegmentationTask.replica_step
@@ -168,8 +171,14 @@ def test_modes_run_on_two_replicas_with_finite_losses(tiny_data, tmp_path, mode,
     if mode != "supervised":  # The unlabelled records have masks: pseudo labels are scored.
         quality = dict(result["pseudo_labels"])
         reliability = quality.pop("reliability")
-        assert set(quality) == {"confidence", "accuracy", "ece_decoder", "ece_sgc", "ece_fused"}
+        assert set(quality) == {"confidence", "accuracy", "ece_decoder", "ece_sgc", "ece_fused",
+                                "kept_fraction", "kept_accuracy"}
         assert all(0 <= value <= 1 for value in quality.values()), quality
+        if keep_per_class < 1:  # About half of each class's pixels (more with ties).
+            assert 0.4 < quality["kept_fraction"] < 0.9, quality
+        else:
+            assert quality["kept_fraction"] == 1.0
+            assert quality["kept_accuracy"] == pytest.approx(quality["accuracy"])
         for source, bins in reliability.items():  # The diagram's bins give back the ECE.
             count = np.array(bins["count"])
             gaps = [abs(a - c) * n for a, c, n in

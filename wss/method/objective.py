@@ -183,9 +183,11 @@ class PseudoSegObjective:
         masks = None
         if self.pseudo_labels.source == "ground_truth":
             masks = resize_labels(batch["label"], spatial_size(decoder_logits))
+        valid = downsample_mask(batch["valid"], spatial_size(decoder_logits),
+                                align_corners=self.mask_align_corners)
         targets, pixel_weights, distribution = pseudo_labels.make_pseudo_labels(
             decoder_logits, sgc_logits, self.pseudo_labels, image_labels=image_labels,
-            masks=masks, return_distribution=True)
+            masks=masks, valid=valid, return_distribution=True)
         return {"decoder_logits": decoder_logits, "sgc_logits": sgc_logits,
                 "distribution": distribution, "targets": targets,
                 "pixel_weights": pixel_weights}
@@ -276,8 +278,8 @@ class PseudoSegObjective:
 
         Returns:
           dict of additive statistics (sum them over replicas): reliability bins of the decoder,
-          SGC and fused distributions, pixel counts of correct pseudo labels, and the summed
-          confidence of the targets.
+          SGC and fused distributions, pixel counts of correct pseudo labels (all of them, and
+          those that keep a weight in L_u), and the summed confidence of the kept targets.
         """
         labels = resize_labels(unlabelled["label"], spatial_size(pseudo["decoder_logits"]))
         valid = tf.cast(tf.not_equal(labels, IGNORE_LABEL), tf.float32)
@@ -289,11 +291,15 @@ class PseudoSegObjective:
             data = metrics.reliability_data(probs, labels, num_bins=self.num_bins)
             for key in ("count", "correct", "confidence_sum"):
                 stats[f"{name}_{key}"] = data[key]
-        real = downsample_mask(unlabelled["valid"], spatial_size(fused)) * pseudo["pixel_weights"]
-        stats["pseudo_confidence_sum"] = tf.reduce_sum(tf.reduce_max(fused, axis=-1) * real)
-        stats["pseudo_pixels"] = tf.reduce_sum(real)
+        real = downsample_mask(unlabelled["valid"], spatial_size(fused))
+        kept = real * pseudo["pixel_weights"]
+        stats["pseudo_confidence_sum"] = tf.reduce_sum(tf.reduce_max(fused, axis=-1) * kept)
+        stats["pseudo_pixels"] = tf.reduce_sum(kept)
+        stats["pseudo_real_pixels"] = tf.reduce_sum(real)
         correct = tf.cast(tf.equal(tf.argmax(fused, -1, output_type=tf.int32), labels),
                           tf.float32)
         stats["pseudo_correct"] = tf.reduce_sum(correct * valid)
         stats["pseudo_labelled_pixels"] = tf.reduce_sum(valid)
+        stats["pseudo_kept_correct"] = tf.reduce_sum(correct * valid * kept)
+        stats["pseudo_kept_labelled_pixels"] = tf.reduce_sum(valid * kept)
         return stats

@@ -57,6 +57,13 @@ class PseudoLabelConfig:
         sharpening for soft labels, as in the reference) is below it get weight 0.
       restrict_to_image_labels: give the foreground mass of the classes that the image-level
         labels mark absent to the present ones (an extension, off in the paper and reference).
+      keep_per_class: in (0, 1]; below 1, class-balanced selection (as in CBST, Zou et al.,
+        ECCV 2018): of the real pixels that the pseudo labels give to a class, only the
+        `keep_per_class` most confident fraction keeps weight 1, per class and per replica
+        batch. Confidence is the maximum of the distribution before sharpening, whose ranking
+        the fusion's calibration makes meaningful; the rank within its class makes the rule
+        independent of the number of classes and of the logits' scale (an extension, off in
+        the paper and reference).
 
     Raises:
       ValueError: on construction, for a bad value, naming the field
@@ -70,6 +77,7 @@ class PseudoLabelConfig:
     soft: bool = True
     threshold: float = 0.0
     restrict_to_image_labels: bool = False
+    keep_per_class: float = 1.0
 
     def __post_init__(self):
         name = type(self).__name__
@@ -81,6 +89,8 @@ class PseudoLabelConfig:
         config_lib.check_bool(f"{name}.soft", self.soft)
         config_lib.check_number(f"{name}.threshold", self.threshold, minimum=0, maximum=1)
         config_lib.check_bool(f"{name}.restrict_to_image_labels", self.restrict_to_image_labels)
+        config_lib.check_number(f"{name}.keep_per_class", self.keep_per_class, minimum=0,
+                                maximum=1, exclusive_minimum=True)
 
 
 def upsample_to(logits, reference):
@@ -187,6 +197,41 @@ def restrict_to_classes(probs, image_labels):
     return tf.concat([background, foreground], axis=-1)
 
 
+def class_balanced_weights(probs, keep_fraction, valid=None):
+    """Class-balanced selection: the most confident `keep_fraction` of each class's pixels.
+
+    A pixel's class is the argmax of `probs` and its confidence the maximum. Per class `c`, with
+    `n_c` real pixels of that class, the threshold is the `ceil(keep_fraction * n_c)`-th largest
+    confidence among them; pixels at or above their class's threshold get weight 1 (ties at the
+    threshold are all kept), the others and the pixels outside `valid` weight 0.
+
+    Args:
+      probs: `[B, H, W, C]` distributions.
+      keep_fraction: in (0, 1]; 1 keeps every real pixel.
+      valid: optional `[B, H, W]` mask of real pixels (padding 0), which alone are ranked.
+
+    Returns:
+      float32 `[B, H, W]` weights in {0, 1}.
+    """
+    probs = tf.cast(probs, tf.float32)
+    num_classes = tf.shape(probs)[-1]
+    flat = tf.reshape(probs, [-1, num_classes])
+    confidence = tf.reduce_max(flat, axis=-1)
+    predicted = tf.argmax(flat, axis=-1, output_type=tf.int32)
+    real = tf.ones_like(confidence, dtype=tf.bool)
+    if valid is not None:
+        real = tf.reshape(tf.cast(valid, tf.float32) > 0, [-1])
+    members = tf.logical_and(tf.equal(predicted[None, :], tf.range(num_classes)[:, None]),
+                             real[None, :])  # [C, N]
+    ranked = tf.sort(tf.where(members, confidence[None, :], -1.0), axis=-1,
+                     direction="DESCENDING")
+    counts = tf.reduce_sum(tf.cast(members, tf.float32), axis=-1)
+    kept = tf.cast(tf.math.ceil(keep_fraction * counts), tf.int32)
+    thresholds = tf.gather(ranked, tf.maximum(kept - 1, 0), batch_dims=1)  # [C]
+    weights = tf.logical_and(confidence >= tf.gather(thresholds, predicted), real)
+    return tf.reshape(tf.cast(weights, tf.float32), tf.shape(probs)[:-1])
+
+
 def _source_distribution(decoder_logits, sgc_logits, config):
     """The distribution before sharpening: the calibrated fusion or one source's softmax."""
     source = config.source
@@ -231,6 +276,7 @@ def make_pseudo_labels(
     *,
     image_labels=None,
     masks=None,
+    valid=None,
     return_distribution=False,
     source=None,
     normalize=None,
@@ -239,6 +285,7 @@ def make_pseudo_labels(
     soft=None,
     threshold=None,
     restrict_to_image_labels=None,
+    keep_per_class=None,
 ):
     """Pseudo labels and per-pixel weights for the unlabelled loss, with ablation switches.
 
@@ -257,13 +304,15 @@ def make_pseudo_labels(
         the Grad-CAM classes. Required with `restrict_to_image_labels`.
       masks: `[B, H, W]` int32 masks of the images at the decoder resolution (255 where
         unknown); required by, and only used by, the `'ground_truth'` source.
+      valid: optional `[B, H, W]` mask of real (non-padding) pixels at the decoder resolution;
+        only class-balanced selection uses it (padding is not ranked and gets weight 0).
       return_distribution: also return the distribution before sharpening (the calibrated
         fusion itself, or the single source's softmax), whose calibration the diagnostics
         measure.
-      source, normalize, gamma, temperature, soft, threshold, restrict_to_image_labels:
-        override the config's field of the same name (documented in `PseudoLabelConfig`;
-        `restrict_to_image_labels` acts on the sharpened soft target, or before the argmax for
-        hard labels; the returned distribution is not restricted).
+      source, normalize, gamma, temperature, soft, threshold, restrict_to_image_labels,
+      keep_per_class: override the config's field of the same name (documented in
+        `PseudoLabelConfig`; `restrict_to_image_labels` acts on the sharpened soft target, or
+        before the argmax for hard labels; the returned distribution is not restricted).
 
     Returns:
       (targets, weights): float32 `[B, H, W, C]` target distributions (one-hot when hard) and
@@ -277,7 +326,7 @@ def make_pseudo_labels(
     config = config_lib.with_overrides(
         PseudoLabelConfig, config, source=source, normalize=normalize, gamma=gamma,
         temperature=temperature, soft=soft, threshold=threshold,
-        restrict_to_image_labels=restrict_to_image_labels)
+        restrict_to_image_labels=restrict_to_image_labels, keep_per_class=keep_per_class)
     if config.source == "ground_truth":
         return _ground_truth_targets(decoder_logits, masks, return_distribution)
     probs = _source_distribution(decoder_logits, sgc_logits, config)
@@ -300,6 +349,9 @@ def make_pseudo_labels(
         weights = tf.cast(confidence >= config.threshold, tf.float32)
     else:
         weights = tf.ones_like(confidence)
+    if config.keep_per_class < 1:
+        ranked = restrict_to_classes(probs, image_labels) if restrict and config.soft else probs
+        weights = weights * class_balanced_weights(ranked, config.keep_per_class, valid)
     if return_distribution:
         return tf.stop_gradient(targets), tf.stop_gradient(weights), tf.stop_gradient(probs)
     return tf.stop_gradient(targets), tf.stop_gradient(weights)

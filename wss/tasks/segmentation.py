@@ -252,8 +252,10 @@ def pseudo_label_quality(stats):
       stats: sums of `PseudoSegObjective.diagnostics` over replicas and steps.
 
     Returns:
-      dict with `confidence` (mean max probability of the targets), and where the unlabelled
-      records have masks, `accuracy` and `ece_decoder`, `ece_sgc`, `ece_fused` (floats), and
+      dict with `confidence` (mean max probability of the targets that keep a weight in L_u),
+      `kept_fraction` (of the real pixels, those with a weight), and where the unlabelled
+      records have masks, `accuracy` (of every pseudo label), `kept_accuracy` (of the kept
+      ones) and `ece_decoder`, `ece_sgc`, `ece_fused` (floats), and
       `reliability`: per source, the per-bin pixel `count`, mean `confidence` and `accuracy`
       (lists over equal-width confidence bins; None for empty bins), a reliability diagram.
     """
@@ -261,9 +263,15 @@ def pseudo_label_quality(stats):
     pixels = stats.get("pseudo_pixels", 0.0)
     if pixels > 0:
         quality["confidence"] = float(stats["pseudo_confidence_sum"] / pixels)
+    real = stats.get("pseudo_real_pixels", 0.0)
+    if real > 0:
+        quality["kept_fraction"] = float(pixels / real)
     labelled = stats.get("pseudo_labelled_pixels", 0.0)
     if labelled > 0:
         quality["accuracy"] = float(stats["pseudo_correct"] / labelled)
+        kept = stats.get("pseudo_kept_labelled_pixels", 0.0)
+        if kept > 0:
+            quality["kept_accuracy"] = float(stats["pseudo_kept_correct"] / kept)
         for name in ("decoder", "sgc", "fused"):
             quality[f"ece_{name}"] = float(metrics.ece_from_reliability(
                 stats[f"{name}_count"], stats[f"{name}_correct"],
