@@ -1,8 +1,8 @@
 """Quality benchmark: the paper's tables 5 and 6 on the built-in synthetic sets, over seeds.
 
-    python benchmarks/quality.py --grid=quick   --root_dir=runs/quality --parallel=2  # ~17 min
-    python benchmarks/quality.py --grid=default --root_dir=runs/quality --parallel=2  # ~76 min
-    python benchmarks/quality.py --grid=full    --root_dir=runs/quality --parallel=2  # ~11 h
+    python benchmarks/quality.py --grid=quick   --root_dir=runs/quality --parallel=2  # ~19 min
+    python benchmarks/quality.py --grid=default --root_dir=runs/quality --parallel=2  # ~84 min
+    python benchmarks/quality.py --grid=full    --root_dir=runs/quality --parallel=2  # ~12 h
         [--datasets=shapes,random_colours] [--methods=supervised,pseudoseg,...]
         [--splits=1_16,1_8,all] [--seeds=0,1,2] [--sweep_seeds=0 (empty: no sweep)]
         [--plan] [--report_only] [--python=INTERPRETER]
@@ -32,15 +32,17 @@ sweep seed.
 Grid sizes (estimates on 2 cores with the pretraining cached; the trade-off is steps and
 coverage, never the recipe):
 
-* `quick` (~17 min): random_colours, seed 0, 150 steps (a tenth of the demo's), every row at
-  both fractions (13 cells) and the 9 gamma x T trials. It checks that every part runs and
-  shows which way things lean; at 150 steps the figures say little about the method.
-* `default` (~76 min): random_colours, seeds 0, 1, 2, 500 steps, every row at both
-  fractions (39 cells), the gamma x T grid with seed 0. Shapes is left out: its PseudoSeg runs
-  cost 1.6 times more per step and all of it would not fit 90 minutes at a useful length.
-* `full` (~11 h from scratch): the README's setting, the demo configs' 1500 steps, both
+* `quick` (~19 min; 18.7 min measured): random_colours, seed 0, 150 steps (a tenth of the
+  demo's), every row at both fractions (13 cells) and the 9 gamma x T trials. It checks that
+  every part runs and shows which way things lean; at 150 steps the figures say little about
+  the method.
+* `default` (~84 min; about 87 min measured): random_colours, seeds 0, 1, 2, 500 steps, every
+  row at both fractions (39 cells), the gamma x T grid with seed 0. Shapes is left out: its
+  PseudoSeg runs cost 1.6 times more per step and all of it would not fit 90 minutes at a
+  useful length.
+* `full` (~12 h from scratch): the README's setting, the demo configs' 1500 steps, both
   datasets, seeds 0, 1, 2 (78 cells) and the gamma x T grid with 3 seeds (54 trials);
-  `--sweep_seeds=0` saves 3 h 20 min.
+  `--sweep_seeds=0` saves 3 h 40 min.
 
 Figures from `quick` and `default` are not the README's (fewer steps: the poly learning-rate
 schedule ends sooner, the models are less trained); the report says so at its top. The grids

@@ -1,46 +1,48 @@
-"""The wall time of a plan, from per-step costs measured on the benchmark's machine.
+"""The wall time of a plan, from run costs measured on the benchmark's machine.
 
-Measured (benchmarks/RESULTS.md, 2026-12-01) on 2 cores of an AMD EPYC, no GPU, with two runs
-sharing the cores (`--parallel=2`), 1500 steps, pretraining cached: the wall time of each run
-from its command to its evaluation file (mean over the finished cells of the table):
+Measured (benchmarks/RESULTS.md) on 2 cores of an AMD EPYC, no GPU, with two runs sharing the
+cores (`--parallel=2`), pretraining cached, after the train step was traced once per run
+(commit f1ea318): the wall time of each run from its command to its evaluation file, mean over
+the runs of a kind (`random_colours`; the semi kind is PseudoSeg, image-level labels, decoder or
+SGC only, and gamma x T trials):
 
-| dataset | runs | mean wall (s) | runs measured |
-| --- | --- | --- | --- |
-| random_colours | supervised (1/16 and all labels) | 266 | 6 |
-| random_colours | PseudoSeg, image-level labels, decoder / SGC only | 523 | 8 |
-| random_colours | self-training | 494 | 3 |
-| shapes | supervised (1/16 and all labels) | 335 | 6 |
-| shapes | PseudoSeg, image-level labels | 816 | 6 |
+| steps | supervised | semi | self-training | runs measured | where |
+| --- | --- | --- | --- | --- | --- |
+| 150 | 60 s | 99 s | 139 s | 3 + 17 + 2 | the quick grid, 2026-12-02 (18.7 min in all) |
+| 500 | 130 s | 242 s | 225 s | 22 cells | the default grid, 2026-12-01/02 |
+| 1500 | 338 s | 573 s | - | 2 + 2 | probes, 2026-12-02 |
 
-A run costs `START_S` (process start, graph tracing, the final evaluation: wall minus the
-trainer's own `seconds` averaged 41 s) plus its steps times `SECONDS_PER_STEP`, which is
-(mean wall - `START_S`) / 1500; self-training also labels the unlabelled images once with its
-teacher (`TEACHER_LABELS_S`, 21-26 s in its logs). Shapes' self-training was not measured: its
-cost is shapes' supervised cost times random_colours' self-training / supervised ratio. The
-batch sizes do not depend on the split, so 1/8 and all labels cost what 1/16 costs (measured
-for all labels), and a gamma x T trial costs what PseudoSeg costs.
+A run of a kind costs `start + steps * per_step`, the least-squares line through its points
+(start: process start, graph tracing, evaluation; self-training's also includes labelling the
+unlabelled images once with its teacher). The lines give the points back within 12 s (the
+worst: semi at 500 steps, 230 s against 242 s). `shapes` was measured after the fix for
+PseudoSeg only (1500 steps: 829-949 s, mean 888 s), which gives its semi cost per step; its
+supervised and self-training costs per step are random_colours' times the ratio of the two
+sets' supervised costs measured before the fix (0.194 / 0.147 s per step). The batch sizes do
+not depend on the split, so 1/8 and all labels cost what 1/16 costs, and a gamma x T trial
+costs what PseudoSeg costs.
 
 Two runs sharing 2 cores each take about twice as long as one alone (the demo: 407 s alone,
 816 s shared), so the machine finishes the same work in the same time at `--parallel` 1 or 2;
 the wall time of a plan is the sum of its runs' shared times divided by `MEASURED_PARALLEL`.
-On another machine the estimate scales with its speed.
+Single runs vary by about 20% with what shares the machine. On another machine the estimate
+scales with its speed.
 """
 
-START_S = 45.0
-TEACHER_LABELS_S = 25.0
 MEASURED_PARALLEL = 2
+_SHAPES_SUPERVISED_RATIO = 0.194 / 0.147  # Per-step cost, shapes / random_colours.
 
-# (dataset, kind) -> seconds per step of one run while another run shares the 2 cores.
-SECONDS_PER_STEP = {
-    ("random_colours", "supervised"): 0.147,  # (266 - 45) / 1500
-    ("random_colours", "semi"): 0.319,  # (523 - 45) / 1500
-    ("random_colours", "self_training"): 0.282,  # (494 - 45 - 25) / 1500
-    ("shapes", "supervised"): 0.194,  # (335 - 45) / 1500
-    ("shapes", "semi"): 0.514,  # (816 - 45) / 1500
-    ("shapes", "self_training"): 0.372,  # Not measured: 0.194 * 0.282 / 0.147.
+# (dataset, kind) -> (start seconds, seconds per step) of one run while another shares the cores.
+COSTS = {
+    ("random_colours", "supervised"): (28.1, 0.2064),
+    ("random_colours", "semi"): (56.2, 0.3467),
+    ("random_colours", "self_training"): (102.1, 0.2457),
+    ("shapes", "supervised"): (28.1, 0.2064 * _SHAPES_SUPERVISED_RATIO),
+    ("shapes", "semi"): (56.2, 0.5545),  # (888 - 56.2) / 1500
+    ("shapes", "self_training"): (102.1, 0.2457 * _SHAPES_SUPERVISED_RATIO),
 }
 
-# Method -> its row of SECONDS_PER_STEP (`sweep` is a gamma x T trial: PseudoSeg).
+# Method -> its kind, the second key of COSTS (`sweep` is a gamma x T trial: PseudoSeg).
 KINDS = {
     "supervised": "supervised",
     "pseudoseg": "semi",
@@ -57,15 +59,12 @@ def run_seconds(dataset, method, num_steps):
     """The estimated wall time of one run (sharing the machine with another), in seconds.
 
     Args:
-      dataset: a dataset of `SECONDS_PER_STEP`.
+      dataset: a dataset of `COSTS`.
       method: a method of `KINDS` (`sweep` for a gamma x T trial).
       num_steps: its training steps.
     """
-    kind = KINDS[method]
-    seconds = START_S + SECONDS_PER_STEP[(dataset, kind)] * num_steps
-    if kind == "self_training":
-        seconds += TEACHER_LABELS_S
-    return seconds
+    start, per_step = COSTS[(dataset, KINDS[method])]
+    return start + per_step * num_steps
 
 
 def wall_seconds(runs, num_steps):
