@@ -1,4 +1,4 @@
-"""Test-session setup: quiet TensorFlow, two logical CPU devices for tf.distribute tests.
+"""Test-session setup: quiet TensorFlow, two logical CPU devices, a clean gin config per test.
 
 The logical device split must happen before TensorFlow initialises its devices, so it is done
 at import time of this conftest, which pytest loads before any test module.
@@ -9,6 +9,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
+import gin  # noqa: E402
+import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")
@@ -20,6 +22,14 @@ except RuntimeError:  # Devices were already initialised by an earlier import; k
 # Grappler's graph rewrites cost more than they save on the tiny graphs of the tests (the
 # training tests trace full Xception-65 graphs at toy widths); results are unaffected.
 tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
+
+
+@pytest.fixture(autouse=True)
+def clean_gin():
+    """Every test starts and ends with an empty gin config: no binding leaks between tests."""
+    gin.clear_config()
+    yield
+    gin.clear_config()
 
 
 _EXIT_STATUS = {"status": 0}

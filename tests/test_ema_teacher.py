@@ -9,7 +9,6 @@ applies the update, after the optimizer's, to the teacher that the checkpoints h
 run restores every object of its checkpoint, `checkpointing.restore_checkpoint`).
 """
 
-import gin
 import keras
 import numpy as np
 import pytest
@@ -24,13 +23,6 @@ from wss.training import trainer
 
 NUM_CLASSES = 5
 SIZE = 33
-
-
-@pytest.fixture(autouse=True)
-def clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
 
 
 def _tiny_pair(seed):

@@ -28,12 +28,6 @@ def _script():
     return module
 
 
-@pytest.fixture(autouse=True)
-def clean_gin():
-    yield
-    gin.clear_config()
-
-
 def _image(path, seed, mode="RGB", size=(S, S)):
     rng = np.random.default_rng(seed)
     array = rng.integers(0, 256, (size[0], size[1], 4), dtype=np.uint8)

@@ -16,12 +16,6 @@ from wss.tasks import pretraining
 from wss.training import trainer
 
 
-@pytest.fixture(autouse=True)
-def clean_gin():
-    yield
-    gin.clear_config()
-
-
 def _sigmoid_ce(x, y):
     return np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
 

@@ -66,12 +66,6 @@ def configure(data_dir, **kwargs):
                                        gin_bindings=bindings(data_dir, **kwargs), finalize=False)
 
 
-@pytest.fixture(autouse=True)
-def clean_gin():
-    yield
-    gin.clear_config()
-
-
 # ------------------------------------------------------------------ one writer per logdir
 
 

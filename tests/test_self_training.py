@@ -38,12 +38,6 @@ def unlabelled_spec(data_dir):
                                 os.path.join(data_dir, "unlabelled_1_16.txt"))
 
 
-@pytest.fixture(autouse=True)
-def clean_gin():
-    yield
-    gin.clear_config()
-
-
 class LinearTeacher(tf.Module):
     """Per-pixel linear logits of an image's colours: a model whose outputs numpy can compute.
 

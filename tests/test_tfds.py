@@ -2,7 +2,6 @@
 
 import math
 
-import gin
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -15,12 +14,6 @@ tfds = pytest.importorskip("tensorflow_datasets")
 
 S = 32
 PET_LABELS = {1: 1, 2: 0, 3: 255}  # Oxford-IIIT Pet trimaps: pet, background, border.
-
-
-@pytest.fixture(autouse=True)
-def clean_gin():
-    yield
-    gin.clear_config()
 
 
 def _pet_example(split, k):
