@@ -183,8 +183,10 @@ class PseudoSegObjective:
         masks = None
         if self.pseudo_labels.source == "ground_truth":
             masks = resize_labels(batch["label"], spatial_size(decoder_logits))
-        valid = downsample_mask(batch["valid"], spatial_size(decoder_logits),
-                                align_corners=self.mask_align_corners)
+        valid = None  # Only class-balanced selection ranks the real pixels.
+        if self.pseudo_labels.keep_per_class < 1:
+            valid = downsample_mask(batch["valid"], spatial_size(decoder_logits),
+                                    align_corners=self.mask_align_corners)
         targets, pixel_weights, distribution = pseudo_labels.make_pseudo_labels(
             decoder_logits, sgc_logits, self.pseudo_labels, image_labels=image_labels,
             masks=masks, valid=valid, return_distribution=True)
