@@ -105,15 +105,10 @@ class Results:
         """mIoU `Stats` of supervised with all labels."""
         return self.figure(dataset, "supervised", grids.ALL_LABELS)
 
-    def gap(self, dataset, method, split, figure=None):
-        """The share of the supervised(split) -> supervised(all) gap a row closes, or None.
-
-        `figure` replaces the row's own `Stats` (the all-labels row passes its own).
-        """
-        if figure is None:
-            figure = self.figure(dataset, method, split)
-        return gap_closed(figure, self.figure(dataset, "supervised", split),
-                          self.upper_bound(dataset))
+    def gap(self, dataset, method, split):
+        """The share of the supervised(split) -> supervised(all) gap a row closes, or None."""
+        return gap_closed(self.figure(dataset, method, split),
+                          self.figure(dataset, "supervised", split), self.upper_bound(dataset))
 
     def count(self, dataset, method, split):
         """How many seeds of a row finished."""
