@@ -108,6 +108,34 @@ def _gin_sources(gin_file, seen=None):
     return sources
 
 
+def pretraining_cache_name(gin_file, gin_bindings=()):
+    """The cache entry name of the pretraining that `gin_file` and `gin_bindings` describe.
+
+    The name hashes everything the pretrained weights depend on that is known before the run:
+    the config's text with every file it includes, the bindings, the `wss` version and the
+    version of the built-in classification set's generator. The generator's version is in it
+    because a config names that set through `@synthetic_classification_dir()`, whose text
+    does not change when the images do: a new generator then pretrains anew instead of
+    returning a backbone trained on the old images.
+
+    Args:
+      gin_file: the pretraining config (a path or a packaged config name).
+      gin_bindings: extra bindings for the pretraining run.
+
+    Returns:
+      `pretrained_<config stem>_<12 hex digits>`.
+    """
+    import wss
+    from wss.data import synthetic_classification
+
+    digest = hashlib.sha256()
+    for text in _gin_sources(gin_file) + list(gin_bindings) + [
+            wss.__version__, f"synthetic_classification v{synthetic_classification.VERSION}"]:
+        digest.update(text.encode() + b"\0")
+    stem = os.path.splitext(os.path.basename(gin_file))[0]
+    return f"pretrained_{stem}_{digest.hexdigest()[:12]}"
+
+
 @gin.configurable
 def pretrained_checkpoint(gin_file="pretrain_demo.gin", gin_bindings=(), cache_dir=None):
     """A backbone pretrained by `python -m wss.pretrain`, run once and cached (gin helper).
@@ -115,8 +143,8 @@ def pretrained_checkpoint(gin_file="pretrain_demo.gin", gin_bindings=(), cache_d
     `train.init_checkpoint = @pretrained_checkpoint()` makes a training config start from the
     pretraining that `gin_file` describes. The first call runs `python -m wss.pretrain` in a
     subprocess (its progress is printed) into the cache (`wss.cache`); later calls, from any
-    config with the same pretraining, return the cached checkpoint. The cache key is a hash of
-    the pretraining config (with its includes), the bindings and the `wss` version.
+    config with the same pretraining, return the cached checkpoint. The cache entry is named by
+    `pretraining_cache_name`.
 
     Args:
       gin_file: the pretraining config (a path or a packaged config name).
@@ -129,13 +157,9 @@ def pretrained_checkpoint(gin_file="pretrain_demo.gin", gin_bindings=(), cache_d
     Raises:
       RuntimeError: if the pretraining run fails (its output says why).
     """
-    import wss
     from wss import cache
 
-    digest = hashlib.sha256()
-    for text in _gin_sources(gin_file) + list(gin_bindings) + [wss.__version__]:
-        digest.update(text.encode() + b"\0")
-    name = f"pretrained_{os.path.splitext(os.path.basename(gin_file))[0]}_{digest.hexdigest()[:12]}"
+    name = pretraining_cache_name(gin_file, gin_bindings)
 
     def build(directory):
         command = [sys.executable, "-m", "wss.pretrain", f"--gin_file={gin_file}",
