@@ -55,6 +55,9 @@ class ASPP(ScopelessLayer, TF1Named):
         self.output_stride = output_stride
         self.fine_tune_batch_norm = fine_tune_batch_norm
         self._warned_sizes = set()
+        # Off while `build_deeplab` creates the variables on a dummy batch, whose tiny feature
+        # map says nothing about the crops the model will see.
+        self.warn_about_rates = True
         policy = self.dtype_policy
         self.image_pooling = head_conv_bn(depth, "image_pooling", dtype=policy)
         self.aspp0 = head_conv_bn(depth, "aspp0", dtype=policy)
@@ -94,7 +97,7 @@ class ASPP(ScopelessLayer, TF1Named):
         suit 513 px crops (33 x 33 features at output stride 16), not small images.
         """
         size = tuple(features.shape[1:3])
-        if None in size or size in self._warned_sizes:
+        if not self.warn_about_rates or None in size or size in self._warned_sizes:
             return
         self._warned_sizes.add(size)
         degenerate = [r for r in self.atrous_rates if r >= max(size)]
