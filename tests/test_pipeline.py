@@ -234,6 +234,23 @@ def test_make_distributed(tmp_path):
     assert batch["image"].shape == (2, 24, 24, 3)
 
 
+def test_single_cpu_replica_reads_its_stream_undistributed(tmp_path):
+    pattern = _write(tmp_path, n=4, num_shards=1)
+    kwargs = dict(spec=pattern, batch_size=2, num_classes=C, crop_size=CROP, seed=0)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    plain = pipeline.make_distributed(strategy, pipeline.unlabelled_dataset, **kwargs)
+    # No multi-device iterator (whose teardown waits for tf.data's autotuning thread).
+    assert isinstance(plain, tf.data.Dataset)
+    distributed = strategy.distribute_datasets_from_function(
+        lambda context: pipeline.unlabelled_dataset(input_context=context, **kwargs))
+    # The same stream, batch for batch, as the strategy would have given its replica.
+    theirs_iterator = iter(distributed)
+    for ours in plain.take(3):
+        theirs = next(theirs_iterator)
+        for key in ("image", "strong", "filename"):
+            np.testing.assert_array_equal(ours[key].numpy(), theirs[key].numpy())
+
+
 def test_make_distributed_two_replicas(tmp_path):
     cpus = tf.config.list_logical_devices("CPU")
     if len(cpus) < 2:
@@ -242,6 +259,7 @@ def test_make_distributed_two_replicas(tmp_path):
     strategy = tf.distribute.MirroredStrategy([d.name for d in cpus[:2]])
     dist = pipeline.make_distributed(strategy, pipeline.unlabelled_dataset, spec=pattern,
                                      batch_size=4, num_classes=C, crop_size=CROP, seed=0)
+    assert not isinstance(dist, tf.data.Dataset)
     batch = next(pipeline.checked_iterator(dist, [pattern], C))
     parts = strategy.experimental_local_results(batch["filename"])
     assert len(parts) == 2 and all(p.shape == (2,) for p in parts)
