@@ -357,7 +357,9 @@ def run(task, logdir, options):
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
         # Also on errors, whose traceback keeps this frame: free the input pipelines now
-        # rather than at interpreter exit, where each waits for its autotuning thread.
+        # rather than at interpreter exit. Destroying a distributed stream's multi-device
+        # iterator still waits for its autotuning thread (up to a minute); a single local CPU
+        # replica has none (`pipeline.make_distributed`).
         iterators.clear()
 
 
