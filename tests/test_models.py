@@ -364,3 +364,20 @@ def test_atrous_rates_past_the_feature_map_are_reported(caplog):
     caplog.clear()
     model(tf.zeros([1, 321, 321, 3]))  # 21 x 21: only 18 is fine, none reaches past.
     assert "reach past" not in caplog.text
+
+
+def test_export_does_not_warn_about_the_build_shape(caplog, tmp_path):
+    from absl import logging as absl_logging
+
+    from wss import export
+
+    caplog.set_level("WARNING")
+    absl_logging.get_absl_handler()
+    model = build_deeplab(num_classes=3, width_multiplier=0.0625, middle_flow_units=1,
+                          output_stride=16, atrous_rates=(6, 12, 18))
+    # tf.saved_model.save retraces the layers at the dummy batch's 3 x 3 features.
+    export.export_saved_model(model, str(tmp_path / "model"))
+    assert "reach past" not in caplog.text
+    assert model.aspp.warn_about_rates  # Back on for the crops after the export.
+    model(tf.zeros([1, 65, 65, 3]))
+    assert "reach past the 5x5 feature map" in caplog.text

@@ -17,6 +17,7 @@ The export is written to `<export_dir>.tmp-export/` and renamed into place; a le
 temporary directory (an interrupted export, or one in progress) is reported, not removed.
 """
 
+import contextlib
 import os
 import sys
 
@@ -95,7 +96,12 @@ def export_saved_model(model, export_dir):
         raise FileExistsError(
             f"{temp_dir} exists: an interrupted export to --export_dir {export_dir}, or one "
             "still running. Remove it if no export is running, then rerun.")
-    tf.saved_model.save(module, temp_dir, signatures={"serving_default": module.serve})
+    # Saving retraces the Keras layers at the shape they were built with (a dummy batch, not
+    # a crop the model serves): no ASPP warning about that size.
+    rates_quiet = (model.aspp.rate_warnings_off() if hasattr(model, "aspp")
+                   else contextlib.nullcontext())
+    with rates_quiet:
+        tf.saved_model.save(module, temp_dir, signatures={"serving_default": module.serve})
     tf.io.gfile.rename(temp_dir, export_dir)
     return export_dir
 

@@ -12,6 +12,7 @@ the model (`deeplab/image_pooling/...`, `deeplab/aspp1/...`, `deeplab/concat_pro
 
 from __future__ import annotations
 
+import contextlib
 from typing import Sequence, Tuple
 
 import keras
@@ -55,8 +56,8 @@ class ASPP(ScopelessLayer, TF1Named):
         self.output_stride = output_stride
         self.fine_tune_batch_norm = fine_tune_batch_norm
         self._warned_sizes = set()
-        # Off while `build_deeplab` creates the variables on a dummy batch, whose tiny feature
-        # map says nothing about the crops the model will see.
+        # Off (`rate_warnings_off`) while a dummy batch creates the variables or an export
+        # traces the model: their feature maps say nothing about the crops it will see.
         self.warn_about_rates = True
         policy = self.dtype_policy
         self.image_pooling = head_conv_bn(depth, "image_pooling", dtype=policy)
@@ -88,6 +89,20 @@ class ASPP(ScopelessLayer, TF1Named):
         pooled = tf.reduce_mean(features, axis=[1, 2], keepdims=True)
         pooled = self.image_pooling(pooled, training=bn_training)
         return tf.cast(resize_bilinear(pooled, (pool_height, pool_width)), pooled.dtype)
+
+    @contextlib.contextmanager
+    def rate_warnings_off(self):
+        """Silences the atrous-rate warning inside the `with` block.
+
+        For calls whose input size is not a training crop: the dummy batch of `build_deeplab`
+        and the traces of `tf.saved_model.save` (which replays the build's input shape).
+        """
+        previous = self.warn_about_rates
+        self.warn_about_rates = False
+        try:
+            yield
+        finally:
+            self.warn_about_rates = previous
 
     def _warn_if_rates_exceed(self, features):
         """Warns once per feature size when an atrous rate reaches past the feature map.

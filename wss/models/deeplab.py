@@ -304,11 +304,8 @@ def build_deeplab(
             width_multiplier=width_multiplier, fine_tune_batch_norm=fine_tune_batch_norm,
             classifier_dropout_rate=classifier_dropout_rate,
             aspp_dropout_rate=aspp_dropout_rate, name=name, dtype=policy)
-    model.aspp.warn_about_rates = False
-    try:
+    with model.aspp.rate_warnings_off():
         model(tf.zeros([1, build_input_size, build_input_size, 3], tf.float32), training=False)
-    finally:
-        model.aspp.warn_about_rates = True
     return model
 
 
