@@ -34,7 +34,7 @@ def test_name_depends_on_every_input(tmp_path, monkeypatch):
     assert experiment.pretraining_cache_name(path) != changed_include
 
 
-def test_cached_entry_is_reused_and_a_missing_one_is_built(tmp_path, monkeypatch):
+def test_cached_entry_is_reused_and_a_missing_one_is_built(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     path = _write_configs(tmp_path)
     commands = []
@@ -55,8 +55,13 @@ def test_cached_entry_is_reused_and_a_missing_one_is_built(tmp_path, monkeypatch
     assert len(commands) == 1
     assert f"--gin_file={path}" in commands[0]
     assert "--gin_bindings=pretrain.seed = 3" in commands[0]
+    # The pretraining ran (and printed its paths) in a temporary directory: the last word is
+    # the checkpoint's cached path.
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert printed[-1] == f"Pretrained checkpoint, cached: {first}"
     again = experiment.pretrained_checkpoint(path, ["pretrain.seed = 3"], cache_dir=cache_dir)
     assert again == first and len(commands) == 1  # Reused, not rerun.
+    assert "Pretrain" not in capsys.readouterr().out
 
 
 def test_failed_pretraining_leaves_no_entry(tmp_path, monkeypatch):

@@ -160,17 +160,24 @@ def pretrained_checkpoint(gin_file="pretrain_demo.gin", gin_bindings=(), cache_d
     from wss import cache
 
     name = pretraining_cache_name(gin_file, gin_bindings)
+    final_dir = os.path.join(cache_dir or cache.default_cache_dir(), name)
+    built = []
 
     def build(directory):
         command = [sys.executable, "-m", "wss.pretrain", f"--gin_file={gin_file}",
                    f"--logdir={directory}"] + [f"--gin_bindings={b}" for b in gin_bindings]
-        print(f"Pretraining ({gin_file}) once; the result is cached in {directory}", flush=True)
+        print(f"Pretraining ({gin_file}) once, in {directory}; when it finishes it is moved "
+              f"to the cache as {final_dir}", flush=True)
         if subprocess.run(command, check=False).returncode != 0:
             raise RuntimeError(f"pretraining failed: {' '.join(command)}")
+        built.append(directory)
 
     directory = cache.ensure_cached(name, build, marker=os.path.join("tf1", "model.ckpt.index"),
                                     cache_dir=cache_dir)
-    return os.path.join(directory, "tf1", "model.ckpt")
+    checkpoint = os.path.join(directory, "tf1", "model.ckpt")
+    if built:  # The pretraining printed paths in its temporary directory, gone now.
+        print(f"Pretrained checkpoint, cached: {checkpoint}", flush=True)
+    return checkpoint
 
 
 @gin.configurable
