@@ -1,5 +1,6 @@
 """Every packaged gin config parses, and names resolve from any working directory."""
 
+import logging
 import os
 
 import gin
@@ -43,6 +44,28 @@ def test_pretraining_config_parses(name, tmp_path, monkeypatch):
         assert gin.query_parameter("pretrain.num_classes") > 1
     finally:
         gin.clear_config()
+
+
+def test_includes_parse_without_error_lines(tmp_path, monkeypatch, caplog):
+    # Gin probes `include 'base.gin'` as a Python package path first and logs an ERROR when it
+    # is not one; the include then resolves on the search path, so nothing is wrong.
+    monkeypatch.chdir(tmp_path)
+    caplog.set_level("INFO")
+    experiment.parse_experiment_config(gin_files=["demo.gin"], finalize=False)
+    gin.clear_config()
+    assert "Path not found" not in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    # The filter is gone afterwards: other ERROR lines of the module still print.
+    logging.getLogger().error("Path not found: after parsing")
+    assert "Path not found: after parsing" in caplog.text
+
+
+def test_a_missing_include_still_fails(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "broken.gin").write_text("include 'no_such_fragment.gin'\n")
+    with pytest.raises(Exception, match="no_such_fragment.gin"):
+        config.parse_gin([str(tmp_path / "broken.gin")], finalize=False)
+    gin.clear_config()
 
 
 def test_expected_configs_ship():

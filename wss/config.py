@@ -23,6 +23,7 @@ it. `with_overrides` builds the small frozen config objects that carry ablation 
 import dataclasses
 import difflib
 import importlib.util
+import logging as std_logging
 import numbers
 import os
 import re
@@ -133,6 +134,30 @@ def parse_gin(gin_files=(), gin_bindings=(), finalize=True, check_macros=True):
       ValueError: for an unknown configurable or parameter, or an unused macro (a misspelt
         name), naming the file or binding.
     """
+    probe_filter = _GinIncludeProbeFilter()
+    std_logging.getLogger().addFilter(probe_filter)
+    try:
+        return _parse_gin(gin_files, gin_bindings, finalize, check_macros)
+    finally:
+        std_logging.getLogger().removeFilter(probe_filter)
+
+
+class _GinIncludeProbeFilter(std_logging.Filter):
+    """Drops gin's `Path not found: NAME.gin` errors from probing an include as a package path.
+
+    Gin first tries each `include 'base.gin'` as a file inside a Python package and logs an
+    ERROR when it is not one (`gin.resource_reader.system_path_file_exists`), before finding it
+    on the config search path. Every run printed those lines for configs that parse fine; a
+    missing file still fails with gin's own error.
+    """
+
+    def filter(self, record):
+        return not (record.levelno == std_logging.ERROR and record.module == "resource_reader"
+                    and str(record.msg).startswith("Path not found"))
+
+
+def _parse_gin(gin_files, gin_bindings, finalize, check_macros):
+    """`parse_gin`'s work, without the logging filter."""
     for directory in config_dirs():
         gin.add_config_file_search_path(directory)
     paths = [resolve_gin_file(f) for f in gin_files]
