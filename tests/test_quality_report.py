@@ -15,6 +15,8 @@ import sys
 
 import pytest
 
+from wss import cpu_share
+
 _PATH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "quality.py")
 RC = "random_colours"
 
@@ -54,7 +56,9 @@ logdir = [a.split("=", 1)[1] for a in args if a.startswith("--logdir=")][0]
 bindings = [a.split("=", 1)[1] for a in args if a.startswith("--gin_bindings=")]
 values = dict(b.split(" = ", 1) for b in bindings)
 with open(os.environ["FAKE_CALLS"], "a") as f:
-    f.write(json.dumps({"logdir": logdir, "bindings": bindings}) + "\n")
+    f.write(json.dumps({"logdir": logdir, "bindings": bindings, "threads": [
+        os.environ.get("TF_NUM_INTRAOP_THREADS"), os.environ.get("TF_NUM_INTEROP_THREADS")]})
+            + "\n")
 if os.path.basename(os.path.dirname(logdir)) in os.environ.get("FAKE_FAIL", "").split(","):
     sys.exit(1)
 teacher = values.get("train.teacher_checkpoint")
@@ -85,6 +89,8 @@ def fake_python(tmp_path, monkeypatch):
     calls = tmp_path / "calls.jsonl"
     monkeypatch.setenv("FAKE_CALLS", str(calls))
     monkeypatch.delenv("FAKE_FAIL", raising=False)
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    monkeypatch.delenv("TF_NUM_INTEROP_THREADS", raising=False)
 
     def read_calls():
         if not calls.exists():
@@ -236,6 +242,9 @@ def test_teachers_per_split(suite, tmp_path, fake_python, monkeypatch):
     assert failed == [cells[2], cells[3]]
     started = [os.path.relpath(c["logdir"], tmp_path) for c in calls()]
     assert sorted(started) == sorted(grids.cell_label(c) for c in cells[:3])
+    # Two runs at once share the cores' TensorFlow thread pools (wss.cpu_share).
+    share = str(max(1, cpu_share.available_cores() // 2))
+    assert {tuple(c["threads"]) for c in calls()} == {(share, share)}
     assert started.index(f"{RC}/supervised_1_16/seed_0") < started.index(
         f"{RC}/self_training/seed_0")
     result = runner.cell_result(str(tmp_path), cells[1], 150)

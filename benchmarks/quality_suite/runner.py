@@ -14,6 +14,8 @@ import shlex
 import subprocess
 import time
 
+from wss import cpu_share
+
 from . import grids
 
 FINISHED, FOREIGN, UNFINISHED = "finished", "foreign", "unfinished"
@@ -109,8 +111,11 @@ def _next_ready(pending, running, root, num_steps, failed):
     return None
 
 
-def _start(root, cell, num_steps, python):
-    """Writes command.txt and commit.txt, starts the cell; returns (Popen, log file)."""
+def _start(root, cell, num_steps, python, parallel=1):
+    """Writes command.txt and commit.txt, starts the cell; returns (Popen, log file).
+
+    With `parallel` cells at once, each gets its share of the cores' TensorFlow thread pools
+    (`wss.cpu_share`)."""
     directory = grids.cell_dir(root, cell)
     os.makedirs(directory, exist_ok=True)
     argv = grids.command(root, cell, num_steps, python)
@@ -122,7 +127,8 @@ def _start(root, cell, num_steps, python):
     print(f"[run] {text}", flush=True)
     log = open(os.path.join(directory, "log.txt"), "w")
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL), log
+                            stdin=subprocess.DEVNULL,
+                            env=cpu_share.shared_cpu_environment(parallel)), log
 
 
 def run_cells(cells, root, num_steps, parallel, python, poll_s=0.5):
@@ -156,7 +162,7 @@ def run_cells(cells, root, num_steps, parallel, python, poll_s=0.5):
             cell = _next_ready(pending, running, root, num_steps, failed)
             if cell is None:
                 break
-            process, log = _start(root, cell, num_steps, python)
+            process, log = _start(root, cell, num_steps, python, parallel)
             running[cell] = (process, log, time.time())
         time.sleep(poll_s)
         for cell, (process, log, start) in list(running.items()):

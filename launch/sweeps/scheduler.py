@@ -14,6 +14,7 @@ import shlex
 import subprocess
 import time
 
+from wss import cpu_share
 from wss.run_files import PREEMPTED_EXIT_CODE
 
 from .trials import LOG_FILE, trial_results
@@ -50,16 +51,20 @@ def _now():
     return datetime.datetime.now().isoformat(timespec="seconds")
 
 
-def _child_environment(gpus):
+def _child_environment(gpus, processes=1):
     """The environment of a trial: a checkout's `wss` importable, and its GPUs if any.
 
     Args:
       gpus: the CUDA_VISIBLE_DEVICES string of the slot, or None to leave it as it is.
+      processes: trials running at once; CPU trials (no GPUs) share the cores' thread pools
+        among them (`wss.cpu_share`).
 
     Returns:
       A copy of this process's environment.
     """
     env = dict(os.environ)
+    if gpus is None:
+        env = cpu_share.shared_cpu_environment(processes, env)
     if os.path.isdir(os.path.join(REPO, "wss")):  # A checkout: make `wss` importable.
         paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
         if REPO not in paths:
@@ -109,7 +114,7 @@ def _unfinished(trials):
     return pending
 
 
-def _start(index, total, trial, slot):
+def _start(index, total, trial, slot, processes=1):
     """Starts the next command of a trial, its output appended to the trial's log.
 
     Args:
@@ -117,6 +122,7 @@ def _start(index, total, trial, slot):
       total: the number of trials of the sweep.
       trial: the `Trial`.
       slot: its CUDA_VISIBLE_DEVICES string, or None.
+      processes: trials running at once (see `_child_environment`).
 
     Returns:
       (the Popen, its `_Job`).
@@ -128,7 +134,8 @@ def _start(index, total, trial, slot):
               f"({kind}): {shell_join(command)}\n")
     log.flush()
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                               env=_child_environment(slot), stdin=subprocess.DEVNULL)
+                               env=_child_environment(slot, processes),
+                               stdin=subprocess.DEVNULL)
     trial.save_record(status="running", attempts=trial.record.get("attempts", 0) + 1,
                       started=_now(), command=command)
     gpus = f" on GPUs {slot}" if slot is not None else ""
@@ -215,13 +222,14 @@ def run_trials(trials, max_parallel=1, gpu_groups=None, poll_s=0.5):
     total = len(trials)
     pending = _unfinished(trials)
     free_slots = list(gpu_groups) if gpu_groups else [None] * max_parallel
+    processes = len(free_slots)
     running = {}  # Popen -> _Job
     failed = []
     try:
         while pending or running:
             while pending and free_slots:
                 index, trial = pending.popleft()
-                process, job = _start(index, total, trial, free_slots.pop(0))
+                process, job = _start(index, total, trial, free_slots.pop(0), processes)
                 running[process] = job
             time.sleep(poll_s)
             for process in [p for p in running if p.poll() is not None]:

@@ -1,0 +1,44 @@
+"""Concurrent CPU training processes split the cores' TensorFlow thread pools."""
+
+import importlib.util
+import os
+
+from wss import cpu_share
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_each_process_gets_its_share_of_the_cores():
+    env = cpu_share.shared_cpu_environment(2, {"PATH": "/bin"}, cores=2)
+    assert env == {"PATH": "/bin", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    env = cpu_share.shared_cpu_environment(3, {}, cores=16)
+    assert env["TF_NUM_INTRAOP_THREADS"] == env["TF_NUM_INTEROP_THREADS"] == "5"
+    # More processes than cores: still one thread each, never zero.
+    assert cpu_share.shared_cpu_environment(8, {}, cores=2)["TF_NUM_INTRAOP_THREADS"] == "1"
+
+
+def test_a_single_process_and_the_users_settings_are_left_alone():
+    base = {"TF_NUM_INTRAOP_THREADS": "4"}
+    assert cpu_share.shared_cpu_environment(1, {}, cores=2) == {}
+    env = cpu_share.shared_cpu_environment(2, base, cores=8)
+    assert env == {"TF_NUM_INTRAOP_THREADS": "4", "TF_NUM_INTEROP_THREADS": "4"}
+    assert base == {"TF_NUM_INTRAOP_THREADS": "4"}  # A copy, not the caller's dict.
+    assert cpu_share.available_cores() >= 1
+
+
+def test_sweep_trials_on_the_cpu_share_the_cores(monkeypatch):
+    spec = importlib.util.spec_from_file_location(
+        "sweep_for_cpu_share", os.path.join(REPO, "launch", "sweep.py"))
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))  # Puts launch/ on the path.
+    from sweeps import scheduler
+
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    monkeypatch.delenv("TF_NUM_INTEROP_THREADS", raising=False)
+    share = str(max(1, cpu_share.available_cores() // 2))
+    cpu = scheduler._child_environment(None, processes=2)
+    assert (cpu["TF_NUM_INTRAOP_THREADS"], cpu["TF_NUM_INTEROP_THREADS"]) == (share, share)
+    alone = scheduler._child_environment(None)
+    assert "TF_NUM_INTRAOP_THREADS" not in alone
+    # A GPU slot keeps TensorFlow's own pools (not measured for GPU trials).
+    gpu = scheduler._child_environment("0,1", processes=2)
+    assert gpu["CUDA_VISIBLE_DEVICES"] == "0,1" and "TF_NUM_INTRAOP_THREADS" not in gpu
