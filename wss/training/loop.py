@@ -357,9 +357,9 @@ def run(task, logdir, options):
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
         # Also on errors, whose traceback keeps this frame: free the input pipelines now
-        # rather than at interpreter exit. Destroying a distributed stream's multi-device
-        # iterator still waits for its autotuning thread (up to a minute); a single local CPU
-        # replica has none (`pipeline.make_distributed`).
+        # rather than at interpreter exit. Destroying a stream's iterator waits for its
+        # tf.data autotuning thread to wake (up to a minute); a single local CPU replica's
+        # streams run without one (`pipeline.make_distributed`), distributed ones still wait.
         iterators.clear()
 
 
