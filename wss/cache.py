@@ -28,6 +28,11 @@ def default_cache_dir():
         os.path.expanduser("~"), ".cache", "wss")
 
 
+def entry_dir(name, cache_dir=None):
+    """The directory of the cache entry `name` (whether or not it exists yet)."""
+    return os.path.join(cache_dir or default_cache_dir(), name)
+
+
 def ensure_cached(name, build, marker, cache_dir=None):
     """Returns `CACHE/name`, building it with `build(directory)` when it is not complete.
 
@@ -44,7 +49,7 @@ def ensure_cached(name, build, marker, cache_dir=None):
       Whatever `build` raises; nothing is left behind then.
     """
     cache_dir = cache_dir or default_cache_dir()
-    final_dir = os.path.join(cache_dir, name)
+    final_dir = entry_dir(name, cache_dir)
     if os.path.isfile(os.path.join(final_dir, marker)):
         return final_dir
     os.makedirs(cache_dir, exist_ok=True)

@@ -160,7 +160,7 @@ def pretrained_checkpoint(gin_file="pretrain_demo.gin", gin_bindings=(), cache_d
     from wss import cache
 
     name = pretraining_cache_name(gin_file, gin_bindings)
-    final_dir = os.path.join(cache_dir or cache.default_cache_dir(), name)
+    final_dir = cache.entry_dir(name, cache_dir)
     built = []
 
     def build(directory):
