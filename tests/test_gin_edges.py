@@ -52,7 +52,8 @@ def test_math_functions_are_not_gin_configurables():
 def test_pseudo_label_config_defaults_are_the_previous_ones():
     assert dataclasses.asdict(PseudoLabelConfig()) == {
         "source": "fusion", "normalize": True, "gamma": 0.5, "temperature": 0.5, "soft": True,
-        "threshold": 0.0, "restrict_to_image_labels": False, "keep_per_class": 1.0}
+        "threshold": 0.0, "restrict_to_image_labels": False, "keep_per_class": 1.0,
+        "align_distribution": False}
     with pytest.raises(dataclasses.FrozenInstanceError):
         PseudoLabelConfig().gamma = 0.3
 
@@ -61,7 +62,7 @@ def test_pseudo_label_config_defaults_are_the_previous_ones():
     ("source", "average"), ("normalize", 1), ("gamma", 1.5), ("gamma", -0.1),
     ("temperature", 0.0), ("temperature", -1.0), ("soft", "yes"), ("threshold", 1.5),
     ("threshold", -0.5), ("restrict_to_image_labels", "no"), ("keep_per_class", 0.0),
-    ("keep_per_class", 1.5),
+    ("keep_per_class", 1.5), ("align_distribution", 1),
 ])
 def test_pseudo_label_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=rf"^PseudoLabelConfig\.{field}="):

@@ -131,9 +131,20 @@ def assert_ema_teacher_followed_the_student(logdir, decay):
     assert _checkpoint_values(logdir, 2, "ema_teacher_sgc_head/")
 
 
-# Semi mode runs with an EMA teacher (`train.ema_teacher_decay`), weak mode without and with
-# class-balanced selection (`PseudoLabelConfig.keep_per_class`): both make online pseudo labels,
-# so the two replica-context paths are covered in one test each.
+def assert_alignment_was_saved(logdir):
+    """The alignment's running means are checkpointed, distributions, and moved off uniform."""
+    values = _checkpoint_values(logdir, 2, "distribution_alignment/")
+    found = {name.split("/")[0]: value for name, value in values.items()}
+    assert found["updates"] == 2.0  # Two steps: the replicas' updates were averaged, not summed.
+    for name in ("labelled_marginal", "pseudo_marginal"):
+        np.testing.assert_allclose(found[name].sum(), 1.0, rtol=1e-5)
+        assert np.ptp(found[name]) > 0, (name, found[name])
+
+
+# Semi mode runs with an EMA teacher (`train.ema_teacher_decay`) and distribution alignment
+# (`PseudoLabelConfig.align_distribution`, whose running means are updated in replica context),
+# weak mode without and with class-balanced selection (`PseudoLabelConfig.keep_per_class`): both
+# make online pseudo labels, so the two replica-context paths are covered in one test each.
 @pytest.mark.parametrize("mode,ema_decay", [("supervised", 0.0), ("semi", 0.75),
                                             ("weak", 0.0)])
 @pytest.mark.slow
@@ -141,7 +152,8 @@ def test_modes_run_on_two_replicas_with_finite_losses(tiny_data, tmp_path, mode,
                                                       input_resources, monkeypatch):
     extra = []
     if ema_decay:
-        extra = [f"train.ema_teacher_decay = {ema_decay}", "train.checkpoint_every = 1"]
+        extra = [f"train.ema_teacher_decay = {ema_decay}", "train.checkpoint_every = 1",
+                 "PseudoLabelConfig.align_distribution = True"]
     keep_per_class = 0.5 if mode == "weak" else 1.0
     extra.append(f"PseudoLabelConfig.keep_per_class = {keep_per_class}")
     configure(tiny_data, mode=mode, steps=2, extra=extra)  # Image summaries every 2 steps.
@@ -159,6 +171,7 @@ def test_modes_run_on_two_replicas_with_finite_losses(tiny_data, tmp_path, mode,
     assert image_summary_steps(str(tmp_path / "train")) == {2}
     if ema_decay:  # Each step's update, after the optimizer's, reached the saved teacher.
         assert_ema_teacher_followed_the_student(str(tmp_path), ema_decay)
+        assert_alignment_was_saved(str(tmp_path))
     assert_released(input_resources)
     assert result["step"] == 2
     expected = {"loss_s", "loss_x", "loss_sa", "loss_wd", "loss_total"}

@@ -44,6 +44,7 @@ from wss import config as config_lib
 from wss.data.records import IGNORE_LABEL
 from wss.evaluation import metrics
 from wss.method import gradcam, losses, pseudo_labels, sgc
+from wss.method.distribution_alignment import DistributionAlignment
 from wss.method.pseudo_labels import PseudoLabelConfig
 from wss.resize import downsample_mask, resize_labels, resize_like, spatial_size
 
@@ -122,6 +123,11 @@ class PseudoSegObjective:
                              f"expected a tuple of strings")
         self.weight_decay_exclude = tuple(weight_decay_exclude)
         self.teacher = teacher
+        # `PseudoLabelConfig.align_distribution`: the running class marginals (variables, so
+        # built here, inside the strategy scope, and checkpointed by the task).
+        self.alignment = None
+        if self.pseudo_labels.align_distribution and self.makes_pseudo_labels:
+            self.alignment = DistributionAlignment(model.num_classes)
 
     @property
     def uses_unlabelled_stream(self):
@@ -183,16 +189,25 @@ class PseudoSegObjective:
         masks = None
         if self.pseudo_labels.source == "ground_truth":
             masks = resize_labels(batch["label"], spatial_size(decoder_logits))
-        valid = None  # Only class-balanced selection ranks the real pixels.
-        if self.pseudo_labels.keep_per_class < 1:
+        valid = None  # Only class-balanced selection and alignment use the real pixels.
+        if self.pseudo_labels.keep_per_class < 1 or self.alignment is not None:
             valid = downsample_mask(batch["valid"], spatial_size(decoder_logits),
                                     align_corners=self.mask_align_corners)
+        ratio = None if self.alignment is None else self.alignment.ratio()
         targets, pixel_weights, distribution = pseudo_labels.make_pseudo_labels(
             decoder_logits, sgc_logits, self.pseudo_labels, image_labels=image_labels,
-            masks=masks, valid=valid, return_distribution=True)
-        return {"decoder_logits": decoder_logits, "sgc_logits": sgc_logits,
-                "distribution": distribution, "targets": targets,
-                "pixel_weights": pixel_weights}
+            masks=masks, valid=valid if self.pseudo_labels.keep_per_class < 1 else None,
+            return_distribution=True, alignment_ratio=ratio)
+        result = {"decoder_logits": decoder_logits, "sgc_logits": sgc_logits,
+                  "distribution": distribution, "targets": targets,
+                  "pixel_weights": pixel_weights}
+        if self.alignment is not None:  # What the alignment acts on, for its running mean.
+            aligned_input = distribution
+            if self.pseudo_labels.restrict_to_image_labels:
+                aligned_input = pseudo_labels.restrict_to_classes(distribution, image_labels)
+            result["alignment_input"] = aligned_input
+            result["alignment_valid"] = valid
+        return result
 
     def compute_losses(self, labelled, unlabelled=None, pseudo=None):
         """The losses of one replica, to be called inside a gradient tape.
@@ -257,6 +272,9 @@ class PseudoSegObjective:
           outputs or None).
         """
         pseudo = self.pseudo_label_pass(unlabelled) if self.makes_pseudo_labels else None
+        if self.alignment is not None:
+            self.alignment.update(labelled["label"], pseudo["alignment_input"],
+                                  pseudo["alignment_valid"])
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
             total, named, strong = self.compute_losses(labelled, unlabelled, pseudo)

@@ -31,6 +31,7 @@ import tensorflow as tf
 from wss import config as config_lib
 from wss import resize
 from wss.data.records import IGNORE_LABEL
+from wss.method.distribution_alignment import align
 
 SOURCES = ("fusion", "decoder", "sgc", "ground_truth")
 
@@ -64,6 +65,13 @@ class PseudoLabelConfig:
         the fusion's calibration makes meaningful; the rank within its class makes the rule
         independent of the number of classes and of the logits' scale (an extension, off in
         the paper and reference).
+      align_distribution: distribution alignment (ReMixMatch, Berthelot et al., ICLR 2020):
+        before sharpening, each class's probability is multiplied by the ratio of its pixel
+        frequency in the labelled masks to its mean probability in recent pseudo labels
+        (both running means kept by the objective, `DistributionAlignment`), and the result
+        renormalised; with `restrict_to_image_labels` the restriction comes first. It holds
+        the pseudo labels' background / foreground balance and class proportions at those of
+        the labelled images (an extension, off in the paper and reference).
 
     Raises:
       ValueError: on construction, for a bad value, naming the field
@@ -78,6 +86,7 @@ class PseudoLabelConfig:
     threshold: float = 0.0
     restrict_to_image_labels: bool = False
     keep_per_class: float = 1.0
+    align_distribution: bool = False
 
     def __post_init__(self):
         name = type(self).__name__
@@ -91,6 +100,7 @@ class PseudoLabelConfig:
         config_lib.check_bool(f"{name}.restrict_to_image_labels", self.restrict_to_image_labels)
         config_lib.check_number(f"{name}.keep_per_class", self.keep_per_class, minimum=0,
                                 maximum=1, exclusive_minimum=True)
+        config_lib.check_bool(f"{name}.align_distribution", self.align_distribution)
 
 
 def upsample_to(logits, reference):
@@ -286,6 +296,7 @@ def make_pseudo_labels(
     threshold=None,
     restrict_to_image_labels=None,
     keep_per_class=None,
+    alignment_ratio=None,
 ):
     """Pseudo labels and per-pixel weights for the unlabelled loss, with ablation switches.
 
@@ -306,6 +317,9 @@ def make_pseudo_labels(
         unknown); required by, and only used by, the `'ground_truth'` source.
       valid: optional `[B, H, W]` mask of real (non-padding) pixels at the decoder resolution;
         only class-balanced selection uses it (padding is not ranked and gets weight 0).
+      alignment_ratio: `[C]` per-class factors of distribution alignment
+        (`DistributionAlignment.ratio()`); required by, and only used with,
+        `align_distribution`.
       return_distribution: also return the distribution before sharpening (the calibrated
         fusion itself, or the single source's softmax), whose calibration the diagnostics
         measure.
@@ -330,11 +344,22 @@ def make_pseudo_labels(
     if config.source == "ground_truth":
         return _ground_truth_targets(decoder_logits, masks, return_distribution)
     probs = _source_distribution(decoder_logits, sgc_logits, config)
+    distribution = probs
     restrict = config.restrict_to_image_labels
     if restrict and image_labels is None:
         raise ValueError("restrict_to_image_labels=True needs image_labels.")
+    if config.align_distribution and alignment_ratio is None:
+        raise ValueError("align_distribution=True needs alignment_ratio "
+                         "(DistributionAlignment.ratio()).")
 
-    if config.soft:
+    if config.align_distribution:
+        # Restrict, align, then sharpen: the alignment sets the background / foreground
+        # balance of exactly the distribution that is sharpened.
+        probs = restrict_to_classes(probs, image_labels) if restrict else probs
+        probs = align(probs, alignment_ratio)
+        targets = (sharpen(probs, config.temperature) if config.soft else
+                   tf.one_hot(tf.argmax(probs, axis=-1), tf.shape(probs)[-1], dtype=tf.float32))
+    elif config.soft:
         # Restricting after sharpening keeps the (sharpened) background / foreground decision:
         # before it, the flat calibrated fusion would hand most pixels to foreground.
         targets = sharpen(probs, config.temperature)
@@ -353,5 +378,6 @@ def make_pseudo_labels(
         ranked = restrict_to_classes(probs, image_labels) if restrict and config.soft else probs
         weights = weights * class_balanced_weights(ranked, config.keep_per_class, valid)
     if return_distribution:
-        return tf.stop_gradient(targets), tf.stop_gradient(weights), tf.stop_gradient(probs)
+        return (tf.stop_gradient(targets), tf.stop_gradient(weights),
+                tf.stop_gradient(distribution))
     return tf.stop_gradient(targets), tf.stop_gradient(weights)

@@ -182,6 +182,8 @@ class SegmentationTask(Task):
         if self.ema_teacher is not None:
             objects["ema_teacher_model"] = experiment.VariableStore(self.ema_teacher.model)
             objects["ema_teacher_sgc_head"] = experiment.VariableStore(self.ema_teacher.sgc_head)
+        if self.objective.alignment is not None:
+            objects["distribution_alignment"] = self.objective.alignment
         return objects
 
     def warm_start(self, path):
