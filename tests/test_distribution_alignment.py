@@ -37,29 +37,55 @@ def test_mean_distribution_counts_valid_pixels_only():
     assert count.numpy() == valid.sum()
 
 
-def test_running_means_follow_the_ema_and_the_first_update_replaces_the_start():
+def test_state_follows_the_emas_and_the_log_factors_accumulate():
     rng = np.random.default_rng(1)
-    decay = 0.9
-    alignment = DistributionAlignment(4, decay=decay)
-    np.testing.assert_allclose(alignment.ratio().numpy(), np.ones(4), rtol=1e-5)
-    labelled_mean = pseudo_mean = None
+    decay, target_decay, rate = 0.9, 0.5, 0.1
+    alignment = DistributionAlignment(4, decay=decay, target_decay=target_decay, rate=rate,
+                                      max_log_ratio=0.15)
+    np.testing.assert_allclose(alignment.ratio().numpy(), np.ones(4))
+    labelled_mean = target_mean = None
+    log_ratio = np.zeros(4)
     for _ in range(3):
         labels = rng.integers(0, 4, size=(2, 6, 6))
         labels[0, 0, :3] = 255
-        probs = _random_probs(rng, (2, 3, 3, 4))
-        alignment.update(tf.constant(labels), tf.constant(probs, tf.float32))
+        targets = _random_probs(rng, (2, 3, 3, 4))
+        alignment.update(tf.constant(labels), tf.constant(targets, tf.float32))
         kept = labels[labels != 255]
         frequencies = np.bincount(kept, minlength=4) / kept.size
-        batch_mean = probs.reshape(-1, 4).mean(0)
-        if labelled_mean is None:
-            labelled_mean, pseudo_mean = frequencies, batch_mean
+        batch_mean = targets.reshape(-1, 4).mean(0)
+        if labelled_mean is None:  # The first update replaces the uniform start.
+            labelled_mean, target_mean = frequencies, batch_mean
         else:
             labelled_mean = decay * labelled_mean + (1 - decay) * frequencies
-            pseudo_mean = decay * pseudo_mean + (1 - decay) * batch_mean
+            target_mean = target_decay * target_mean + (1 - target_decay) * batch_mean
+        log_ratio = np.clip(log_ratio + rate * (np.log(labelled_mean + 1e-6)
+                                                - np.log(target_mean + 1e-6)), -0.15, 0.15)
     np.testing.assert_allclose(alignment.labelled_marginal.numpy(), labelled_mean, rtol=1e-5)
-    np.testing.assert_allclose(alignment.pseudo_marginal.numpy(), pseudo_mean, rtol=1e-5)
-    np.testing.assert_allclose(alignment.ratio().numpy(), (labelled_mean + 1e-6) /
-                               (pseudo_mean + 1e-6), rtol=1e-5)
+    np.testing.assert_allclose(alignment.target_marginal.numpy(), target_mean, rtol=1e-5)
+    np.testing.assert_allclose(alignment.ratio().numpy(), np.exp(log_ratio), rtol=1e-5)
+
+
+def test_feedback_brings_biased_targets_to_the_labelled_marginal():
+    """A fixed teacher that over-predicts background: aligned, its targets' marginal matches."""
+    rng = np.random.default_rng(4)
+    labels = np.zeros((4, 8, 8), np.int64)
+    labels[:, :4, :2] = 1
+    labels[:, 4:, 6:] = 2  # Labelled frequencies 0.75 / 0.125 / 0.125.
+    logits = rng.normal(size=(4, 8, 8, 3)) + np.array([2.0, 0.0, -0.5])
+    probs = tf.constant(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True), tf.float32)
+    alignment = DistributionAlignment(3, rate=0.05)
+    config = PseudoLabelConfig(source="decoder", temperature=0.5, align_distribution=True)
+
+    def targets():
+        return pseudo_labels.make_pseudo_labels(
+            tf.math.log(probs), None, config, alignment_ratio=alignment.ratio())[0]
+
+    before = mean_distribution(targets())[0].numpy()
+    for _ in range(400):
+        alignment.update(tf.constant(labels), targets())
+    after = mean_distribution(targets())[0].numpy()
+    assert before[0] > 0.85  # The teacher's bias.
+    np.testing.assert_allclose(after, [0.75, 0.125, 0.125], atol=0.02)
 
 
 def test_align_multiplies_and_renormalises():
@@ -104,5 +130,9 @@ def test_alignment_needs_its_ratio_and_sane_arguments():
         pseudo_labels.make_pseudo_labels(decoder, None, config)
     with pytest.raises(ValueError, match="decay"):
         DistributionAlignment(3, decay=1.0)
+    with pytest.raises(ValueError, match="target_decay"):
+        DistributionAlignment(3, target_decay=-0.1)
+    with pytest.raises(ValueError, match="rate"):
+        DistributionAlignment(3, rate=0.0)
     with pytest.raises(ValueError, match="num_classes"):
         DistributionAlignment(1)

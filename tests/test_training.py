@@ -132,13 +132,14 @@ def assert_ema_teacher_followed_the_student(logdir, decay):
 
 
 def assert_alignment_was_saved(logdir):
-    """The alignment's running means are checkpointed, distributions, and moved off uniform."""
+    """The alignment's state is checkpointed: distributions moved off uniform, factors moved."""
     values = _checkpoint_values(logdir, 2, "distribution_alignment/")
     found = {name.split("/")[0]: value for name, value in values.items()}
     assert found["updates"] == 2.0  # Two steps: the replicas' updates were averaged, not summed.
-    for name in ("labelled_marginal", "pseudo_marginal"):
+    for name in ("labelled_marginal", "target_marginal"):
         np.testing.assert_allclose(found[name].sum(), 1.0, rtol=1e-5)
         assert np.ptp(found[name]) > 0, (name, found[name])
+    assert np.abs(found["log_ratio"]).max() > 0
 
 
 # Semi mode runs with an EMA teacher (`train.ema_teacher_decay`) and distribution alignment

@@ -201,11 +201,7 @@ class PseudoSegObjective:
         result = {"decoder_logits": decoder_logits, "sgc_logits": sgc_logits,
                   "distribution": distribution, "targets": targets,
                   "pixel_weights": pixel_weights}
-        if self.alignment is not None:  # What the alignment acts on, for its running mean.
-            aligned_input = distribution
-            if self.pseudo_labels.restrict_to_image_labels:
-                aligned_input = pseudo_labels.restrict_to_classes(distribution, image_labels)
-            result["alignment_input"] = aligned_input
+        if self.alignment is not None:  # The real pixels, for the targets' class marginal.
             result["alignment_valid"] = valid
         return result
 
@@ -273,7 +269,7 @@ class PseudoSegObjective:
         """
         pseudo = self.pseudo_label_pass(unlabelled) if self.makes_pseudo_labels else None
         if self.alignment is not None:
-            self.alignment.update(labelled["label"], pseudo["alignment_input"],
+            self.alignment.update(labelled["label"], pseudo["targets"],
                                   pseudo["alignment_valid"])
         variables = self.trainable_variables
         with tf.GradientTape() as tape:
