@@ -65,13 +65,14 @@ class PseudoLabelConfig:
         the fusion's calibration makes meaningful; the rank within its class makes the rule
         independent of the number of classes and of the logits' scale (an extension, off in
         the paper and reference).
-      align_distribution: distribution alignment (ReMixMatch, Berthelot et al., ICLR 2020):
-        before sharpening, each class's probability is multiplied by the ratio of its pixel
-        frequency in the labelled masks to its mean probability in recent pseudo labels
-        (both running means kept by the objective, `DistributionAlignment`), and the result
-        renormalised; with `restrict_to_image_labels` the restriction comes first. It holds
-        the pseudo labels' background / foreground balance and class proportions at those of
-        the labelled images (an extension, off in the paper and reference).
+      align_distribution: distribution alignment (after ReMixMatch, Berthelot et al., ICLR
+        2020): before sharpening, each class's probability is multiplied by a factor and the
+        result renormalised; with `restrict_to_image_labels` the restriction comes first. The
+        factors are moved by feedback until the final targets' class marginal, background
+        included, matches the labelled masks' running class frequencies
+        (`wss.method.distribution_alignment.DistributionAlignment`, state kept and
+        checkpointed by the objective). An extension, off in the paper and reference; measured
+        in the README (it did not help on the built-in sets).
 
     Raises:
       ValueError: on construction, for a bad value, naming the field
