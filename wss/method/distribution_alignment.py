@@ -16,6 +16,7 @@ checkpointed with the model, so a resumed run continues with the same statistics
 
 import tensorflow as tf
 
+from wss import config as config_lib
 from wss.data.records import IGNORE_LABEL
 
 _EPSILON = 1e-6
@@ -101,19 +102,17 @@ class DistributionAlignment(tf.Module):
     def __init__(self, num_classes, decay=0.99, target_decay=0.9, rate=0.02, max_log_ratio=5.0,
                  name="distribution_alignment"):
         super().__init__(name=name)
-        if int(num_classes) < 2:
-            raise ValueError(f"DistributionAlignment needs num_classes >= 2, got {num_classes}")
-        for arg, value in (("decay", decay), ("target_decay", target_decay)):
-            if not 0.0 <= float(value) < 1.0:
-                raise ValueError(f"DistributionAlignment.{arg}={value!r}: expected a number in "
-                                 f"[0, 1)")
-        if not float(rate) > 0:
-            raise ValueError(f"DistributionAlignment.rate={rate!r}: expected a number > 0")
-        self.num_classes = int(num_classes)
-        self.decay = float(decay)
-        self.target_decay = float(target_decay)
-        self.rate = float(rate)
-        self.max_log_ratio = float(max_log_ratio)
+        self.num_classes = config_lib.check_int("DistributionAlignment.num_classes",
+                                                num_classes, minimum=2)
+        self.decay, self.target_decay = (
+            config_lib.check_number(f"DistributionAlignment.{arg}", value, minimum=0,
+                                    maximum=1, exclusive_maximum=True)
+            for arg, value in (("decay", decay), ("target_decay", target_decay)))
+        self.rate = config_lib.check_number("DistributionAlignment.rate", rate, minimum=0,
+                                            exclusive_minimum=True)
+        self.max_log_ratio = config_lib.check_number("DistributionAlignment.max_log_ratio",
+                                                     max_log_ratio, minimum=0,
+                                                     exclusive_minimum=True)
 
         def state(variable_name, initial):
             return tf.Variable(initial, trainable=False, name=variable_name,
