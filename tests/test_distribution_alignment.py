@@ -22,19 +22,19 @@ def _random_probs(rng, shape):
 
 def test_label_frequencies_skip_ignored_pixels():
     labels = np.array([[[0, 0, 2], [255, 1, 0]]])
-    frequencies, count = label_frequencies(tf.constant(labels), num_classes=3)
+    frequencies = label_frequencies(tf.constant(labels), num_classes=3)
     np.testing.assert_allclose(frequencies.numpy(), [3 / 5, 1 / 5, 1 / 5], rtol=1e-6)
-    assert count.numpy() == 5
+    empty = label_frequencies(tf.constant([[[255, 255]]]), num_classes=3)
+    np.testing.assert_allclose(empty.numpy(), [0.0, 0.0, 0.0])
 
 
 def test_mean_distribution_counts_valid_pixels_only():
     rng = np.random.default_rng(0)
     probs = _random_probs(rng, (2, 3, 4, 5))
     valid = (rng.uniform(size=(2, 3, 4)) > 0.4).astype(np.float64)
-    mean, count = mean_distribution(tf.constant(probs, tf.float32), tf.constant(valid))
+    mean = mean_distribution(tf.constant(probs, tf.float32), tf.constant(valid))
     expected = (probs * valid[..., None]).sum((0, 1, 2)) / valid.sum()
     np.testing.assert_allclose(mean.numpy(), expected, rtol=1e-5)
-    assert count.numpy() == valid.sum()
 
 
 def test_state_follows_the_emas_and_the_log_factors_accumulate():
@@ -80,10 +80,10 @@ def test_feedback_brings_biased_targets_to_the_labelled_marginal():
         return pseudo_labels.make_pseudo_labels(
             tf.math.log(probs), None, config, alignment_ratio=alignment.ratio())[0]
 
-    before = mean_distribution(targets())[0].numpy()
+    before = mean_distribution(targets()).numpy()
     for _ in range(400):
         alignment.update(tf.constant(labels), targets())
-    after = mean_distribution(targets())[0].numpy()
+    after = mean_distribution(targets()).numpy()
     assert before[0] > 0.85  # The teacher's bias.
     np.testing.assert_allclose(after, [0.75, 0.125, 0.125], atol=0.02)
 

@@ -45,15 +45,13 @@ def label_frequencies(labels, num_classes, ignore_label=IGNORE_LABEL):
       ignore_label: the value of pixels to leave out.
 
     Returns:
-      (float32 `[C]` frequencies summing to 1, or zeros without any counted pixel;
-      float32 scalar count of counted pixels).
+      float32 `[C]` frequencies summing to 1, or zeros without any counted pixel.
     """
     labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
     kept = tf.boolean_mask(labels, tf.logical_and(labels != ignore_label, labels < num_classes))
     counts = tf.cast(tf.math.bincount(kept, minlength=num_classes, maxlength=num_classes),
                      tf.float32)
-    total = tf.reduce_sum(counts)
-    return tf.math.divide_no_nan(counts, total), total
+    return tf.math.divide_no_nan(counts, tf.reduce_sum(counts))
 
 
 def mean_distribution(probs, valid=None):
@@ -64,16 +62,14 @@ def mean_distribution(probs, valid=None):
       valid: optional `[B, H, W]` mask of pixels to count (1 = count).
 
     Returns:
-      (float32 `[C]` mean distribution, zeros without any counted pixel; float32 scalar
-      count of counted pixels).
+      float32 `[C]` mean distribution, zeros without any counted pixel.
     """
     probs = tf.cast(probs, tf.float32)
     if valid is None:
         valid = tf.ones(tf.shape(probs)[:-1], tf.float32)
     valid = tf.cast(valid, tf.float32)
-    total = tf.reduce_sum(valid)
     sums = tf.reduce_sum(probs * valid[..., None], axis=[0, 1, 2])
-    return tf.math.divide_no_nan(sums, total), total
+    return tf.math.divide_no_nan(sums, tf.reduce_sum(valid))
 
 
 class DistributionAlignment(tf.Module):
@@ -136,8 +132,8 @@ class DistributionAlignment(tf.Module):
           targets: `[B, h, w, C]` this step's final pseudo labels.
           valid: optional `[B, h, w]` mask of the unlabelled images' real pixels.
         """
-        labelled, _ = label_frequencies(labels, self.num_classes)
-        produced, _ = mean_distribution(targets, valid)
+        labelled = label_frequencies(labels, self.num_classes)
+        produced = mean_distribution(targets, valid)
         seen = self.updates > 0  # The first update replaces the uniform starts.
         decay = tf.where(seen, self.decay, 0.0)
         target_decay = tf.where(seen, self.target_decay, 0.0)

@@ -196,8 +196,7 @@ class PseudoSegObjective:
         ratio = None if self.alignment is None else self.alignment.ratio()
         targets, pixel_weights, distribution = pseudo_labels.make_pseudo_labels(
             decoder_logits, sgc_logits, self.pseudo_labels, image_labels=image_labels,
-            masks=masks, valid=valid if self.pseudo_labels.keep_per_class < 1 else None,
-            return_distribution=True, alignment_ratio=ratio)
+            masks=masks, valid=valid, return_distribution=True, alignment_ratio=ratio)
         result = {"decoder_logits": decoder_logits, "sgc_logits": sgc_logits,
                   "distribution": distribution, "targets": targets,
                   "pixel_weights": pixel_weights}
