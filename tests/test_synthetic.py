@@ -6,6 +6,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 from wss.data import records, splits, synthetic
 
@@ -76,3 +77,24 @@ def test_colour_narrows_a_class_to_its_shape_but_not_its_texture():
               for c, v in colours.items()}
     # Square (yellow, hue ~0.2) against ring (blue, hue ~0.6); the disk's red wraps around 0.
     assert abs(hue_of[1 + 1 * num_textures] - hue_of[1 + 3 * num_textures]) > 0.25
+
+
+@pytest.mark.parametrize("name", sorted(synthetic.VARIANTS))
+def test_every_variant_draws_all_its_classes_at_its_size(name):
+    spec = synthetic.get_variant(name)
+    seen = set()
+    for index in range(80):
+        image, mask = spec.render(np.random.default_rng([3, index]), spec.height, spec.width)
+        assert image.shape == (spec.height, spec.width, 3) and image.dtype == np.uint8
+        assert mask.shape == (spec.height, spec.width) and mask.max() < spec.num_classes
+        seen |= set(np.unique(mask).tolist())
+    assert seen == set(range(spec.num_classes)), name
+
+
+def test_held_out_variant_writes_a_dataset_in_the_project_schema(tmp_path):
+    metadata = synthetic.generate(str(tmp_path / "h"), seed=7, num_train=64, num_val=4,
+                                  height=40, width=40, variant="held_out")
+    assert metadata["variant"] == "held_out" and metadata["num_classes"] == 9
+    assert metadata["class_names"][1:3] == ["disk_grid", "disk_checker"]
+    examples = list(records.read_examples(str(tmp_path / "h" / "val-*.tfrecord"), 9))
+    assert len(examples) == 4 and np.asarray(examples[0]["label"]).shape == (40, 40)

@@ -62,7 +62,7 @@ def synthetic_dataset_dir(seed=0, num_train=None, num_val=None, variant="shapes"
       seed: generator seed.
       num_train: train images (None: the variant's default).
       num_val: validation images (None: the variant's default).
-      variant: `shapes` (the demo's) or `random_colours` (see `wss.data.synthetic`).
+      variant: `shapes` (the demo's), `random_colours` or `held_out` (see `wss.data.synthetic`).
 
     Returns:
       The dataset directory.
