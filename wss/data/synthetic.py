@@ -113,6 +113,52 @@ RANDOM_COLOUR_CLASS_NAMES = ("background",) + tuple(
     f"{s}_{t}" for s in RANDOM_COLOUR_SHAPES for t in RANDOM_COLOUR_TEXTURES)
 
 
+def _render_random_colour_scene(rng, height, width, shapes, textures, num_objects,
+                                radius_range, centre_range, blob_texture):
+    """Draws textured objects with colours random per object on a cluttered background.
+
+    The common renderer of `random_colours` and `held_out`: class `k >= 1` is shape
+    `shapes[(k - 1) // len(textures)]` with texture `textures[(k - 1) % len(textures)]`.
+
+    Args:
+      rng: numpy Generator; the example depends on nothing else.
+      height: image height in pixels.
+      width: image width in pixels.
+      shapes: shape names (`wss.data.drawing.SHAPES`).
+      textures: texture names (`wss.data.drawing.TEXTURES`), drawn at any orientation.
+      num_objects: `(fewest, most)` foreground objects.
+      radius_range: object radius range as fractions of the shorter side.
+      centre_range: object centre range as fractions of the height and the width.
+      blob_texture: texture of the background clutter's blob.
+
+    Returns:
+      (image uint8 [H, W, 3], mask uint8 [H, W] with values in 0..len(shapes) * len(textures)).
+    """
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
+    image = drawing.textured_background(rng, height, width)
+    drawing.draw_clutter(rng, image, yy, xx, blob_texture=blob_texture,
+                         blob_scale=min(height, width) / 64.0)
+    mask = np.zeros((height, width), np.uint8)
+    num_textures = len(textures)
+    for _ in range(int(rng.integers(num_objects[0], num_objects[1] + 1))):
+        class_id = int(rng.integers(1, len(shapes) * num_textures + 1))
+        shape = shapes[(class_id - 1) // num_textures]
+        texture = textures[(class_id - 1) % num_textures]
+        radius = rng.uniform(*radius_range) * min(height, width)
+        cy = rng.uniform(*centre_range) * height
+        cx = rng.uniform(*centre_range) * width
+        region = drawing.shape_mask(shape, yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi))
+        if region.sum() < 12:
+            continue
+        a, b = drawing.random_colour_pair(rng)
+        pattern = drawing.texture(rng, texture, yy, xx)
+        image[region & pattern] = a
+        image[region & ~pattern] = b
+        mask[region] = class_id
+    image += rng.normal(0, 6, size=image.shape)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8), mask
+
+
 def render_random_colour_example(rng, height=64, width=64, min_objects=1, max_objects=3):
     """Draws one image of the `random_colours` set and its mask.
 
@@ -126,29 +172,10 @@ def render_random_colour_example(rng, height=64, width=64, min_objects=1, max_ob
     Returns:
       (image uint8 [H, W, 3], mask uint8 [H, W] with values in 0..8).
     """
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    image = drawing.textured_background(rng, height, width)
-    drawing.draw_clutter(rng, image, yy, xx, blob_texture="checker",
-                         blob_scale=min(height, width) / 64.0)
-    mask = np.zeros((height, width), np.uint8)
-    num_textures = len(RANDOM_COLOUR_TEXTURES)
-    for _ in range(int(rng.integers(min_objects, max_objects + 1))):
-        class_id = int(rng.integers(1, len(RANDOM_COLOUR_CLASS_NAMES)))
-        shape = RANDOM_COLOUR_SHAPES[(class_id - 1) // num_textures]
-        texture = RANDOM_COLOUR_TEXTURES[(class_id - 1) % num_textures]
-        radius = rng.uniform(0.2, 0.4) * min(height, width)
-        cy = rng.uniform(-0.05, 1.05) * height
-        cx = rng.uniform(-0.05, 1.05) * width
-        region = drawing.shape_mask(shape, yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi))
-        if region.sum() < 12:
-            continue
-        a, b = drawing.random_colour_pair(rng)
-        pattern = drawing.texture(rng, texture, yy, xx)
-        image[region & pattern] = a
-        image[region & ~pattern] = b
-        mask[region] = class_id
-    image += rng.normal(0, 6, size=image.shape)
-    return np.clip(np.round(image), 0, 255).astype(np.uint8), mask
+    return _render_random_colour_scene(
+        rng, height, width, RANDOM_COLOUR_SHAPES, RANDOM_COLOUR_TEXTURES,
+        (min_objects, max_objects), radius_range=(0.2, 0.4), centre_range=(-0.05, 1.05),
+        blob_texture="checker")
 
 
 HELD_OUT_SHAPES = ("disk", "square", "triangle", "cross")
@@ -170,28 +197,9 @@ def render_held_out_example(rng, height=80, width=80, min_objects=1, max_objects
     Returns:
       (image uint8 [H, W, 3], mask uint8 [H, W] with values in 0..8).
     """
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    image = drawing.textured_background(rng, height, width)
-    drawing.draw_clutter(rng, image, yy, xx, blob_texture="dots",
-                         blob_scale=min(height, width) / 64.0)
-    mask = np.zeros((height, width), np.uint8)
-    num_textures = len(HELD_OUT_TEXTURES)
-    for _ in range(int(rng.integers(min_objects, max_objects + 1))):
-        class_id = int(rng.integers(1, len(HELD_OUT_CLASS_NAMES)))
-        shape = HELD_OUT_SHAPES[(class_id - 1) // num_textures]
-        texture = HELD_OUT_TEXTURES[(class_id - 1) % num_textures]
-        radius = rng.uniform(0.15, 0.33) * min(height, width)
-        cy, cx = rng.uniform(0, 1, size=2) * (height, width)
-        region = drawing.shape_mask(shape, yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi))
-        if region.sum() < 12:
-            continue
-        a, b = drawing.random_colour_pair(rng)
-        pattern = drawing.texture(rng, texture, yy, xx)
-        image[region & pattern] = a
-        image[region & ~pattern] = b
-        mask[region] = class_id
-    image += rng.normal(0, 6, size=image.shape)
-    return np.clip(np.round(image), 0, 255).astype(np.uint8), mask
+    return _render_random_colour_scene(
+        rng, height, width, HELD_OUT_SHAPES, HELD_OUT_TEXTURES, (min_objects, max_objects),
+        radius_range=(0.15, 0.33), centre_range=(0.0, 1.0), blob_texture="dots")
 
 
 @dataclasses.dataclass(frozen=True)
