@@ -23,7 +23,7 @@ Procedural RGB images of textured shapes on cluttered, textured backgrounds, dra
   clutter; 1200 train and 300 val. `python -m wss.data.synthetic --variant held_out --seed 7
   --output_dir DIR` writes the copy measured in the README.
 
-In both, objects vary in scale, overlap (later objects occlude earlier ones, and the mask
+In all three, objects vary in scale, overlap (later objects occlude earlier ones, and the mask
 follows) and are cut by the image border.
 
 Generation is deterministic: image `i` of a split is drawn from `numpy.random.default_rng`
@@ -41,6 +41,7 @@ somewhere explicit; training configs call `ensure_synthetic_dataset()` (gin:
 
 import colorsys
 import dataclasses
+import functools
 import json
 import os
 
@@ -159,47 +160,20 @@ def _render_random_colour_scene(rng, height, width, shapes, textures, num_object
     return np.clip(np.round(image), 0, 255).astype(np.uint8), mask
 
 
-def render_random_colour_example(rng, height=64, width=64, min_objects=1, max_objects=3):
-    """Draws one image of the `random_colours` set and its mask.
-
-    Args:
-      rng: numpy Generator; the example depends on nothing else.
-      height: image height in pixels.
-      width: image width in pixels.
-      min_objects: fewest foreground objects.
-      max_objects: most foreground objects.
-
-    Returns:
-      (image uint8 [H, W, 3], mask uint8 [H, W] with values in 0..8).
-    """
-    return _render_random_colour_scene(
-        rng, height, width, RANDOM_COLOUR_SHAPES, RANDOM_COLOUR_TEXTURES,
-        (min_objects, max_objects), radius_range=(0.2, 0.4), centre_range=(-0.05, 1.05),
-        blob_texture="checker")
-
-
 HELD_OUT_SHAPES = ("disk", "square", "triangle", "cross")
 HELD_OUT_TEXTURES = ("grid", "checker")
 HELD_OUT_CLASS_NAMES = ("background",) + tuple(
     f"{s}_{t}" for s in HELD_OUT_SHAPES for t in HELD_OUT_TEXTURES)
 
 
-def render_held_out_example(rng, height=80, width=80, min_objects=1, max_objects=4):
-    """Draws one image of the `held_out` set and its mask.
-
-    Args:
-      rng: numpy Generator; the example depends on nothing else.
-      height: image height in pixels.
-      width: image width in pixels.
-      min_objects: fewest foreground objects.
-      max_objects: most foreground objects.
-
-    Returns:
-      (image uint8 [H, W, 3], mask uint8 [H, W] with values in 0..8).
-    """
-    return _render_random_colour_scene(
-        rng, height, width, HELD_OUT_SHAPES, HELD_OUT_TEXTURES, (min_objects, max_objects),
-        radius_range=(0.15, 0.33), centre_range=(0.0, 1.0), blob_texture="dots")
+# The two random-colour sets differ only in these parameters of one renderer.
+render_random_colour_example = functools.partial(
+    _render_random_colour_scene, shapes=RANDOM_COLOUR_SHAPES, textures=RANDOM_COLOUR_TEXTURES,
+    num_objects=(1, 3), radius_range=(0.2, 0.4), centre_range=(-0.05, 1.05),
+    blob_texture="checker")
+render_held_out_example = functools.partial(
+    _render_random_colour_scene, shapes=HELD_OUT_SHAPES, textures=HELD_OUT_TEXTURES,
+    num_objects=(1, 4), radius_range=(0.15, 0.33), centre_range=(0.0, 1.0), blob_texture="dots")
 
 
 @dataclasses.dataclass(frozen=True)
