@@ -42,3 +42,58 @@ def test_sweep_trials_on_the_cpu_share_the_cores(monkeypatch):
     # A GPU slot keeps TensorFlow's own pools (not measured for GPU trials).
     gpu = scheduler._child_environment("0,1", processes=2)
     assert gpu["CUDA_VISIBLE_DEVICES"] == "0,1" and "TF_NUM_INTRAOP_THREADS" not in gpu
+
+
+def test_a_training_process_alone_gets_half_the_cores_per_op_and_two_ops_at_once():
+    assert cpu_share.training_thread_pools(cores=2) == (1, 2)
+    assert cpu_share.training_thread_pools(cores=16) == (8, 2)
+    assert cpu_share.training_thread_pools(cores=1) == (1, 1)
+    intra, inter = cpu_share.training_thread_pools()
+    assert intra >= 1 and 1 <= inter <= 2
+
+
+_CONFIGURE_SCRIPT = """
+import json, os, sys
+import tensorflow as tf
+from wss import cpu_share
+from wss.training import strategy
+results = {
+    "user_set": strategy.configure_cpu_threads("mirrored", {"TF_NUM_INTEROP_THREADS": "3"}),
+    "tpu": strategy.configure_cpu_threads("tpu"),
+    "set": strategy.configure_cpu_threads(),
+    "pools": [tf.config.threading.get_intra_op_parallelism_threads(),
+              tf.config.threading.get_inter_op_parallelism_threads()],
+    "expected": cpu_share.training_thread_pools(),
+}
+print(json.dumps(results))
+"""
+
+_TOO_LATE_SCRIPT = """
+import json
+import tensorflow as tf
+from wss.training import strategy
+tf.constant(1.0) + 1.0  # TensorFlow runs with its own pools: they can no longer change.
+print(json.dumps({"too_late": strategy.configure_cpu_threads(),
+                  "intra": tf.config.threading.get_intra_op_parallelism_threads()}))
+"""
+
+
+def test_training_sizes_the_thread_pools_on_the_cpu_before_tensorflow_runs():
+    import json
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items()
+           if key not in (cpu_share.INTRA_OP_VARIABLE, cpu_share.INTER_OP_VARIABLE)}
+    env.update(CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
+
+    def run(script):
+        completed = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO,
+                                   capture_output=True, text=True, timeout=300, check=True)
+        return json.loads(completed.stdout.strip().splitlines()[-1])
+
+    results = run(_CONFIGURE_SCRIPT)
+    assert results["user_set"] is None and results["tpu"] is None
+    assert results["set"] == results["expected"] == results["pools"]
+    # Called after TensorFlow started: a warning and TensorFlow's own pools, not an error.
+    assert run(_TOO_LATE_SCRIPT) == {"too_late": None, "intra": 0}

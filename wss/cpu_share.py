@@ -5,9 +5,15 @@ TensorFlow sizes its intra-op and inter-op thread pools to every core of the mac
 the CPU at once, N such processes oversubscribe the cores N times over and spend the difference
 switching threads. Measured on 2 cores (2026-12-02, two PseudoSeg runs of `random_colours` side
 by side, 200 steps): 36 images per second each with TensorFlow's pools, 45 with one intra-op
-and two inter-op threads each, 48 with one of each (+33%). A single run alone is fastest with
-TensorFlow's own pools (64 against 51 images per second with one thread of each), so this is for
-concurrent processes only.
+and two inter-op threads each, 48 with one of each (+33%). A single run alone is faster with
+TensorFlow's own pools than with one thread of each (64 against 51 images per second), and
+faster still with half the cores per op and two ops at once (`training_thread_pools`, which
+`wss.train` and `wss.pretrain` use on the CPU): PseudoSeg's labelled and strong-view passes are
+independent until the update, and TensorFlow's own pools, with every core for each of them,
+oversubscribe the cores. Measured on 2 cores (2026-12-02, the demo network, batch 8 + 8): a
+PseudoSeg step 0.265 s against 0.346 s at crop 97 and 0.141 against 0.200 s at crop 65, a
+supervised one 0.087 against 0.105 s at crop 65, pretraining 412 against 354 images per
+second.
 
 This module imports nothing but `os`: launchers use it without starting TensorFlow.
 """
@@ -46,3 +52,21 @@ def shared_cpu_environment(processes, environ=None, cores=None):
     for variable in (INTRA_OP_VARIABLE, INTER_OP_VARIABLE):
         env.setdefault(variable, share)
     return env
+
+
+def training_thread_pools(cores=None):
+    """Thread-pool sizes for one training process that has the CPU cores to itself.
+
+    Half the cores per op (intra-op) and two ops at once (inter-op), so that two independent
+    passes of a step (PseudoSeg's labelled and strong-view passes, a convolution's input and
+    kernel gradients) run side by side without oversubscribing the cores. Measured on 2 cores
+    only (module docstring); `TF_NUM_INTRAOP_THREADS` / `TF_NUM_INTEROP_THREADS` override it.
+
+    Args:
+      cores: the cores of the process (default: `available_cores()`).
+
+    Returns:
+      (intra_op_threads, inter_op_threads).
+    """
+    cores = cores or available_cores()
+    return max(1, cores // 2), min(2, cores)

@@ -52,6 +52,7 @@ def run_from_flags(run, steps_per_run_binding):
     except ValueError as e:
         raise app.UsageError(str(e)) from None
     experiment.parse_experiment_config(None, FLAGS.gin_file, bindings)
+    strategy_lib.configure_cpu_threads()
     logdir = FLAGS.logdir or os.path.join(
         "runs", os.path.splitext(os.path.basename(FLAGS.gin_file[0]))[0])
     result = run(logdir)
