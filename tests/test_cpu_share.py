@@ -53,7 +53,7 @@ def test_a_training_process_alone_gets_half_the_cores_per_op_and_two_ops_at_once
 
 
 _CONFIGURE_SCRIPT = """
-import json, os, sys
+import json
 import tensorflow as tf
 from wss import cpu_share
 from wss.training import strategy

@@ -10,9 +10,10 @@ TensorFlow's own pools than with one thread of each (64 against 51 images per se
 faster still with half the cores per op and two ops at once (`training_thread_pools`, which
 `wss.train` and `wss.pretrain` use on the CPU): PseudoSeg's labelled and strong-view passes are
 independent until the update, and TensorFlow's own pools, with every core for each of them,
-oversubscribe the cores. Measured on 2 cores (2026-12-02, the demo network, batch 8 + 8): a
-PseudoSeg step 0.265 s against 0.346 s at crop 97 and 0.141 against 0.200 s at crop 65, a
-supervised one 0.087 against 0.105 s at crop 65, pretraining 412 against 354 images per
+oversubscribe the cores. Measured on 2 cores (2026-12-02, the demo network, batch 8 + 8,
+`benchmarks/bench_thread_pools.py`; table in `docs/performance.md`, "CPU thread pools"): a
+PseudoSeg step 0.268 s against 0.336 s at crop 97 and 0.146 against 0.203 s at crop 65, a
+supervised one 0.092 against 0.106 s at crop 65, pretraining 412 against 354 images per
 second.
 
 This module imports nothing but `os`: launchers use it without starting TensorFlow.
