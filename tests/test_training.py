@@ -186,7 +186,8 @@ def test_modes_run_on_two_replicas_with_finite_losses(tiny_data, tmp_path, mode,
         quality = dict(result["pseudo_labels"])
         reliability = quality.pop("reliability")
         assert set(quality) == {"confidence", "accuracy", "ece_decoder", "ece_sgc", "ece_fused",
-                                "kept_fraction", "kept_accuracy"}
+                                "ece_targets", "kept_fraction", "kept_accuracy"}
+        assert set(reliability) == {"decoder", "sgc", "fused", "targets"}
         assert all(0 <= value <= 1 for value in quality.values()), quality
         if keep_per_class < 1:  # About half of each class's pixels (more with ties).
             assert 0.4 < quality["kept_fraction"] < 0.9, quality

@@ -288,13 +288,15 @@ class PseudoSegObjective:
 
         Calibration is measured on the three distributions of paper figure 5a: the decoder's
         softmax, the SGC head's softmax and the pseudo-label distribution before sharpening
-        (`fused`: the calibrated fusion, or the single source of an ablation); confidence and
-        accuracy on the final (sharpened) targets.
+        (`fused`: the calibrated fusion, or the single source of an ablation), and on the final
+        targets (`targets`: after sharpening and any restriction, what L_u trains on);
+        confidence and accuracy on the final targets.
 
         Returns:
           dict of additive statistics (sum them over replicas): reliability bins of the decoder,
-          SGC and fused distributions, pixel counts of correct pseudo labels (all of them, and
-          those that keep a weight in L_u), and the summed confidence of the kept targets.
+          SGC and fused distributions and of the final targets, pixel counts of correct pseudo
+          labels (all of them, and those that keep a weight in L_u), and the summed confidence
+          of the kept targets.
         """
         labels = resize_labels(unlabelled["label"], spatial_size(pseudo["decoder_logits"]))
         valid = tf.cast(tf.not_equal(labels, IGNORE_LABEL), tf.float32)
@@ -302,7 +304,7 @@ class PseudoSegObjective:
         stats = {}
         for name, probs in (("decoder", tf.nn.softmax(pseudo["decoder_logits"])),
                             ("sgc", tf.nn.softmax(pseudo["sgc_logits"])),
-                            ("fused", pseudo["distribution"])):
+                            ("fused", pseudo["distribution"]), ("targets", fused)):
             data = metrics.reliability_data(probs, labels, num_bins=self.num_bins)
             for key in ("count", "correct", "confidence_sum"):
                 stats[f"{name}_{key}"] = data[key]

@@ -247,6 +247,10 @@ class SegmentationTask(Task):
             tf.summary.image(key, picture, max_outputs=1)
 
 
+# The distributions whose calibration the diagnostics measure (`PseudoSegObjective.diagnostics`).
+CALIBRATED = ("decoder", "sgc", "fused", "targets")
+
+
 def pseudo_label_quality(stats):
     """Confidence, accuracy against masks and ECE of the pseudo labels from summed stats.
 
@@ -257,7 +261,8 @@ def pseudo_label_quality(stats):
       dict with `confidence` (mean max probability of the targets that keep a weight in L_u),
       `kept_fraction` (of the real pixels, those with a weight), and where the unlabelled
       records have masks, `accuracy` (of every pseudo label), `kept_accuracy` (of the kept
-      ones) and `ece_decoder`, `ece_sgc`, `ece_fused` (floats), and
+      ones) and `ece_decoder`, `ece_sgc`, `ece_fused` (the distribution before sharpening),
+      `ece_targets` (the final targets) (floats), and
       `reliability`: per source, the per-bin pixel `count`, mean `confidence` and `accuracy`
       (lists over equal-width confidence bins; None for empty bins), a reliability diagram.
     """
@@ -274,14 +279,14 @@ def pseudo_label_quality(stats):
         kept = stats.get("pseudo_kept_labelled_pixels", 0.0)
         if kept > 0:
             quality["kept_accuracy"] = float(stats["pseudo_kept_correct"] / kept)
-        for name in ("decoder", "sgc", "fused"):
+        for name in CALIBRATED:
             quality[f"ece_{name}"] = float(metrics.ece_from_reliability(
                 stats[f"{name}_count"], stats[f"{name}_correct"],
                 stats[f"{name}_confidence_sum"]))
         quality["reliability"] = {
             name: _reliability_bins(stats[f"{name}_count"], stats[f"{name}_correct"],
                                     stats[f"{name}_confidence_sum"])
-            for name in ("decoder", "sgc", "fused")}
+            for name in CALIBRATED}
     return quality
 
 
