@@ -6,7 +6,9 @@ through the training code's `make_pseudo_labels`: the decoder's softmax, the SGC
 and the calibrated fusion at each `--gammas` value, each sharpened at each `--temperatures`
 value, and, with `--image_labels=ground_truth`, also restricted to the image's classes (what
 `demo_weak.gin` trains on). Each row is scored against the masks at the decoder's resolution:
-pixel accuracy, mIoU, accuracy on foreground pixels, mean confidence and ECE (15 bins).
+pixel accuracy, mIoU, accuracy on foreground pixels, mean confidence and ECE (15 bins). The
+probe also scores the image classifier's labels (probability >= 0.5, the labels that choose the
+Grad-CAM classes without image-level labels) against the classes present in the masks.
 
 Unlike training, where the weak view passes through the network in training mode, the probe
 runs the network in inference mode (moving BatchNorm statistics) on whole validation images,
@@ -84,9 +86,14 @@ def main():
 
     sums = {}
     rms = {"decoder": [], "sgc": []}
+    classifier = np.zeros(3)  # true positives, predicted, present
     for batch in pipeline.eval_dataset(spec, num_classes, batch_size=args.batch_size):
         outputs = model(batch["image"], training=False)
         decoder_logits = tf.cast(outputs["logits"], tf.float32)
+        predicted_labels = gradcam.image_level_labels(outputs["cls_logits"]).numpy() > 0.5
+        present = batch["class_labels"].numpy() > 0.5
+        classifier += [np.sum(predicted_labels & present), np.sum(predicted_labels),
+                       np.sum(present)]
         image_labels = gradcam.image_level_labels(
             outputs["cls_logits"], batch["class_labels"] if known else None)
         features = outputs["features"]
@@ -114,7 +121,9 @@ def main():
 
     print(f"\n{checkpoint}: pseudo labels of the validation images, image labels from the "
           f"{args.image_labels.replace('_', ' ')}; RMS of the logits: decoder "
-          f"{np.mean(rms['decoder']):.2f}, SGC {np.mean(rms['sgc']):.2f}\n")
+          f"{np.mean(rms['decoder']):.2f}, SGC {np.mean(rms['sgc']):.2f}; the classifier's image "
+          f"labels: precision {classifier[0] / max(classifier[1], 1):.3f}, recall "
+          f"{classifier[0] / max(classifier[2], 1):.3f}\n")
     print("| pseudo labels | pixel accuracy | mIoU | foreground accuracy | confidence | ECE |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, entry in sums.items():
