@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from wss import experiment
 from wss.data import pipeline
+from wss.data.records import IGNORE_LABEL
 from wss.evaluation import evaluator, metrics
 from wss.method import gradcam, pseudo_labels, sgc
 from wss.resize import resize_labels, resize_like, spatial_size
@@ -90,12 +91,11 @@ def main():
     for batch in pipeline.eval_dataset(spec, num_classes, batch_size=args.batch_size):
         outputs = model(batch["image"], training=False)
         decoder_logits = tf.cast(outputs["logits"], tf.float32)
-        predicted_labels = gradcam.image_level_labels(outputs["cls_logits"]).numpy() > 0.5
-        present = batch["class_labels"].numpy() > 0.5
-        classifier += [np.sum(predicted_labels & present), np.sum(predicted_labels),
-                       np.sum(present)]
+        predicted_labels = gradcam.predicted_image_labels(outputs["cls_logits"])
         image_labels = gradcam.image_level_labels(
-            outputs["cls_logits"], batch["class_labels"] if known else None)
+            outputs["cls_logits"], batch["class_labels"]) if known else predicted_labels
+        predicted, present = predicted_labels.numpy() > 0.5, batch["class_labels"].numpy() > 0.5
+        classifier += [np.sum(predicted & present), np.sum(predicted), np.sum(present)]
         features = outputs["features"]
         sgc_logits, _ = sgc.sgc_logits(
             head, features["final"], features["penultimate"], image_labels,
@@ -104,7 +104,7 @@ def main():
         rms["decoder"].append(float(tf.sqrt(tf.reduce_mean(decoder_logits ** 2))))
         rms["sgc"].append(float(tf.sqrt(tf.reduce_mean(sgc_logits ** 2))))
         labels = resize_labels(batch["label"], spatial_size(decoder_logits))
-        foreground = tf.logical_and(labels > 0, labels != 255)
+        foreground = tf.logical_and(labels > 0, labels != IGNORE_LABEL)
         rows = candidates(decoder_logits, sgc_logits, args.gammas, args.temperatures,
                           image_labels, restrict=known)
         for name, probs in rows.items():
