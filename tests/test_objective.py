@@ -1,0 +1,102 @@
+"""The replica step of `wss.method.objective.PseudoSegObjective` against supervised training.
+
+Checked here: with the unlabelled loss weighted 0 and no dropout, a semi-mode step moves the
+trainable weights exactly as a supervised step on the same labelled batch does. The weak and
+strong passes over the unlabelled images may change BatchNorm's moving statistics, and nothing
+else: no gradient, no batch statistic and no classifier output of theirs leaks into the labelled
+loss. With weight 1 the steps differ, so the check can fail.
+
+This is the probe behind the README's note on the `shapes` runs with `unlabelled_weight = 0`:
+their lead over supervised comes from the dropout draws (three calls per step instead of one),
+not from the unlabelled images.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from wss.method import sgc
+from wss.method.objective import PseudoSegObjective
+from wss.method.pseudo_labels import PseudoLabelConfig
+
+NUM_CLASSES = 4
+SIZE = 33
+BATCH = 2
+
+
+def _models():
+    from wss.models import build_deeplab
+
+    model = build_deeplab(num_classes=NUM_CLASSES, width_multiplier=0.0625, middle_flow_units=1,
+                          classifier_dropout_rate=0.0, aspp_dropout_rate=0.0)
+    head = sgc.make_sgc_head(NUM_CLASSES, attention_dim=8)
+    features = model(tf.zeros([1, SIZE, SIZE, 3]), training=False)["features"]
+    sgc.sgc_logits(head, features["final"], features["penultimate"],
+                   tf.zeros([1, NUM_CLASSES - 1]), valid=tf.ones([1, SIZE, SIZE]),
+                   classifier_kernel=model.classifier_kernel, training=False)
+    return model, head
+
+
+def _batches(seed):
+    rng = np.random.default_rng(seed)
+    label = rng.integers(0, NUM_CLASSES, (BATCH, SIZE, SIZE))
+    class_labels = np.stack([[float(c in image) for c in range(1, NUM_CLASSES)]
+                             for image in label])
+    labelled = {"image": tf.constant(rng.uniform(0, 255, (BATCH, SIZE, SIZE, 3)), tf.float32),
+                "label": tf.constant(label, tf.int32),
+                "class_labels": tf.constant(class_labels, tf.float32),
+                "valid": tf.ones([BATCH, SIZE, SIZE])}
+    unlabelled = {"image": tf.constant(rng.uniform(0, 255, (BATCH, SIZE, SIZE, 3)), tf.float32),
+                  "strong": tf.constant(rng.uniform(0, 255, (BATCH, SIZE, SIZE, 3)), tf.float32),
+                  "valid": tf.ones([BATCH, SIZE, SIZE]),
+                  "strong_valid": tf.ones([BATCH, SIZE, SIZE])}
+    return labelled, unlabelled
+
+
+def _train(mode, unlabelled_weight, steps=2):
+    keras.utils.set_random_seed(0)
+    model, head = _models()
+    config = PseudoLabelConfig(source="fusion", temperature=0.5)
+    objective = PseudoSegObjective(model, head, mode=mode, pseudo_labels=config,
+                                   unlabelled_weight=unlabelled_weight, weight_decay=1e-4)
+    optimizer = keras.optimizers.SGD(learning_rate=0.05, momentum=0.9)
+    for step in range(steps):
+        labelled, unlabelled = _batches(step)
+        if mode == "supervised":
+            named, _, _ = objective.train_step(optimizer, labelled)
+        else:
+            named, _, _ = objective.train_step(optimizer, labelled, unlabelled)
+    return objective, named
+
+
+def _trainable(objective):
+    return {v.path: v.numpy() for v in objective.trainable_variables}
+
+
+@pytest.fixture(scope="module")
+def supervised():
+    return _train("supervised", 1.0)
+
+
+def test_semi_step_with_unlabelled_weight_zero_is_the_supervised_step(supervised):
+    reference, reference_losses = supervised
+    objective, named = _train("semi", 0.0)
+    assert float(named["loss_u"]) == 0.0
+    for key in ("loss_s", "loss_x", "loss_sa"):
+        np.testing.assert_allclose(float(named[key]), float(reference_losses[key]), rtol=1e-5)
+    expected = _trainable(reference)
+    got = _trainable(objective)
+    assert expected.keys() == got.keys()
+    for path, value in expected.items():
+        np.testing.assert_allclose(got[path], value, rtol=1e-4, atol=1e-6, err_msg=path)
+
+
+def test_semi_step_with_unlabelled_weight_one_differs(supervised):
+    reference, _ = supervised
+    objective, named = _train("semi", 1.0)
+    assert float(named["loss_u"]) > 0.0
+    expected = _trainable(reference)
+    got = _trainable(objective)
+    moved = max(float(np.max(np.abs(got[path] - value))) for path, value in expected.items())
+    assert moved > 1e-3
