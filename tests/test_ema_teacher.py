@@ -71,10 +71,12 @@ def test_teacher_built_otherwise_is_refused():
         EmaTeacher(student, student_head, other, student_head, decay=0.5)
 
 
-def _deeplab_pair():
+def _deeplab_pair(**model_kwargs):
+    """A tiny DeepLab model and its built SGC head; `model_kwargs` go to `build_deeplab`."""
     from wss.models import build_deeplab
 
-    model = build_deeplab(num_classes=NUM_CLASSES, width_multiplier=0.0625, middle_flow_units=1)
+    model = build_deeplab(num_classes=NUM_CLASSES, width_multiplier=0.0625, middle_flow_units=1,
+                          **model_kwargs)
     head = sgc.make_sgc_head(NUM_CLASSES, attention_dim=8)
     image = tf.zeros([1, SIZE, SIZE, 3])
     features = model(image, training=False)["features"]

@@ -15,27 +15,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_ema_teacher import NUM_CLASSES, SIZE, _deeplab_pair
 
-from wss.method import sgc
 from wss.method.objective import PseudoSegObjective
 from wss.method.pseudo_labels import PseudoLabelConfig
 
-NUM_CLASSES = 4
-SIZE = 33
 BATCH = 2
-
-
-def _models():
-    from wss.models import build_deeplab
-
-    model = build_deeplab(num_classes=NUM_CLASSES, width_multiplier=0.0625, middle_flow_units=1,
-                          classifier_dropout_rate=0.0, aspp_dropout_rate=0.0)
-    head = sgc.make_sgc_head(NUM_CLASSES, attention_dim=8)
-    features = model(tf.zeros([1, SIZE, SIZE, 3]), training=False)["features"]
-    sgc.sgc_logits(head, features["final"], features["penultimate"],
-                   tf.zeros([1, NUM_CLASSES - 1]), valid=tf.ones([1, SIZE, SIZE]),
-                   classifier_kernel=model.classifier_kernel, training=False)
-    return model, head
 
 
 def _batches(seed):
@@ -56,17 +41,14 @@ def _batches(seed):
 
 def _train(mode, unlabelled_weight, steps=2):
     keras.utils.set_random_seed(0)
-    model, head = _models()
+    model, head = _deeplab_pair(classifier_dropout_rate=0.0, aspp_dropout_rate=0.0)
     config = PseudoLabelConfig(source="fusion", temperature=0.5)
     objective = PseudoSegObjective(model, head, mode=mode, pseudo_labels=config,
                                    unlabelled_weight=unlabelled_weight, weight_decay=1e-4)
     optimizer = keras.optimizers.SGD(learning_rate=0.05, momentum=0.9)
     for step in range(steps):
-        labelled, unlabelled = _batches(step)
-        if mode == "supervised":
-            named, _, _ = objective.train_step(optimizer, labelled)
-        else:
-            named, _, _ = objective.train_step(optimizer, labelled, unlabelled)
+        # A supervised objective never reads the unlabelled batch.
+        named, _, _ = objective.train_step(optimizer, *_batches(step))
     return objective, named
 
 
