@@ -12,13 +12,12 @@ labels with that share of objects confused would reach (`benchmarks/RESULTS.md`,
 session).
 
 Run: `python benchmarks/noisy_masks.py --data_dir DIR --output_dir OUT --rate 0.5`
-(needs scipy and Pillow: `pip install -e ".[data]"`). Prints the share of objects relabelled
+(needs scipy: `pip install -e ".[data]"`). Prints the share of objects relabelled
 and of foreground pixels whose class is still right.
 """
 
 import argparse
 import glob
-import io
 import json
 import os
 import shutil
@@ -74,8 +73,6 @@ def write_noisy_copy(data_dir, output_dir, rate, seed=0, labelled_split="labelle
       ValueError: for a rate outside [0, 1], an output directory equal to the input, fewer
         than 3 classes, or missing files (naming them).
     """
-    from PIL import Image  # Optional dependency (the `data` extra).
-
     if not 0 <= rate <= 1:
         raise ValueError(f"--rate={rate}: expected a number in [0, 1]")
     if os.path.realpath(data_dir) == os.path.realpath(output_dir):
@@ -110,7 +107,7 @@ def write_noisy_copy(data_dir, output_dir, rate, seed=0, labelled_split="labelle
                 image_id = records.image_id(feature[records.IMAGE_FILENAME].bytes_list.value[0])
                 if image_id not in labelled and records.MASK_ENCODED in feature:
                     encoded = feature[records.MASK_ENCODED].bytes_list.value[0]
-                    mask = np.array(Image.open(io.BytesIO(encoded)))
+                    mask = tf.io.decode_png(encoded, channels=1)[..., 0].numpy()
                     noisy, objects, relabelled = relabel_objects(mask, num_classes, rate, rng)
                     foreground = (mask > 0) & (mask != records.IGNORE_LABEL)
                     counts["objects"] += objects
