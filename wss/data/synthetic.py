@@ -216,11 +216,17 @@ VARIANTS = {
 
 
 def get_variant(name):
-    """The `Variant` called `name`.
+    """The `Variant` called `name`; a `Variant` itself is returned as it is.
+
+    Args:
+      name: a key of `VARIANTS`, or a `Variant` (a set defined outside this module, such as
+        `benchmarks/clean_set.py`'s).
 
     Raises:
       ValueError: naming the unknown variant and the known ones.
     """
+    if isinstance(name, Variant):
+        return name
     if name not in VARIANTS:
         raise ValueError(f"Unknown synthetic dataset variant {name!r}; choose one of "
                          f"{sorted(VARIANTS)}")
@@ -294,7 +300,8 @@ def generate(output_dir, seed=0, num_train=None, num_val=None, height=None, widt
       height: image height (None: the variant's default).
       width: image width (None: the variant's default).
       num_shards: TFRecord shards per split.
-      variant: `shapes`, `random_colours` or `held_out` (see the module docstring).
+      variant: `shapes`, `random_colours` or `held_out` (see the module docstring), or a
+        `Variant`.
 
     Returns:
       The metadata dict written to `output_dir/metadata.json`.
@@ -320,8 +327,8 @@ def generate(output_dir, seed=0, num_train=None, num_val=None, height=None, widt
                               num_shards)
     _write_split(output_dir, spec, seed, "val", num_val, height, width, num_shards)
     metadata = {
-        "name": "synthetic_shapes" if variant == "shapes" else f"synthetic_{variant}",
-        "variant": variant,
+        "name": "synthetic_shapes" if spec.name == "shapes" else f"synthetic_{spec.name}",
+        "variant": spec.name,
         "generator_version": spec.version,
         "seed": seed,
         "num_classes": spec.num_classes,
