@@ -1,23 +1,18 @@
 """benchmarks/clean_set.py: a random-colour set without clutter, written through a `Variant`."""
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
+from script_loading import load_script
 
 from wss.data import records
-
-_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "clean_set.py")
 
 
 @pytest.fixture(scope="module")
 def clean_set():
-    spec = importlib.util.spec_from_file_location("clean_set", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/clean_set.py")
 
 
 def test_scene_masks_name_textured_objects_and_nothing_else(clean_set):

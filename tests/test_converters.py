@@ -1,25 +1,20 @@
 """Tests of the converters on tiny fake VOC, SBD, COCO and Cityscapes trees (real layouts)."""
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
+from script_loading import load_script
 
 from wss.data import pipeline, records, splits
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H, W = 20, 30
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(ROOT, "datasets", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"datasets/{name}.py")
 
 
 def _jpeg(path, seed, h=H, w=W):

@@ -1,7 +1,8 @@
 """Concurrent CPU training processes split the cores' TensorFlow thread pools."""
 
-import importlib.util
 import os
+
+from script_loading import load_script
 
 from wss import cpu_share
 
@@ -27,9 +28,7 @@ def test_a_single_process_and_the_users_settings_are_left_alone():
 
 
 def test_sweep_trials_on_the_cpu_share_the_cores(monkeypatch):
-    spec = importlib.util.spec_from_file_location(
-        "sweep_for_cpu_share", os.path.join(REPO, "launch", "sweep.py"))
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))  # Puts launch/ on the path.
+    load_script("launch/sweep.py", name="sweep_for_cpu_share")  # Puts launch/ on the path.
     from sweeps import scheduler
 
     monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)

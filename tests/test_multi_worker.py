@@ -8,7 +8,6 @@ identical.
 Processes are killed on failure or timeout.
 """
 
-import importlib.util
 import json
 import os
 import socket
@@ -18,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from script_loading import load_script
 from test_training import tiny_bindings
 
 from wss.data import synthetic
@@ -28,10 +28,7 @@ TIMEOUT_S = 240
 
 
 def _load_launcher():
-    spec = importlib.util.spec_from_file_location("multi_worker", LAUNCHER)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("launch/multi_worker.py")
 
 
 def _free_ports(count):

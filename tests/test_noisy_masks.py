@@ -1,24 +1,20 @@
 """benchmarks/noisy_masks.py: the probe dataset whose unlabelled masks confuse whole objects."""
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
+from script_loading import load_script
 
 from wss.data import records
 
-_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "noisy_masks.py")
 NUM_CLASSES = 4
 
 
 @pytest.fixture(scope="module")
 def noisy_masks():
-    spec = importlib.util.spec_from_file_location("noisy_masks", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/noisy_masks.py")
 
 
 def _mask(objects):

@@ -1,6 +1,5 @@
 """Your own data: build_folder.py on a small folder tree, own_semi.gin, split hygiene, best/last."""
 
-import importlib.util
 import json
 import math
 import os
@@ -10,22 +9,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from script_loading import load_script
 
 from wss import experiment
 from wss.data import folder, hygiene, pipeline, records, splits
 from wss.evaluation import evaluator as evaluation
 from wss.training import trainer
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 S = 32  # Image side.
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location(
-        "build_folder", os.path.join(ROOT, "datasets", "build_folder.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("datasets/build_folder.py")
 
 
 def _image(path, seed, mode="RGB", size=(S, S)):

@@ -14,19 +14,17 @@ import subprocess
 import sys
 
 import pytest
+from script_loading import load_script
 
 from wss import cpu_share
 
-_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "quality.py")
 RC = "random_colours"
 
 
 @pytest.fixture(scope="module")
 def quality():
-    spec = importlib.util.spec_from_file_location("quality_benchmark", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # Puts benchmarks/ on sys.path for quality_suite.
-    return module
+    # Loading it puts benchmarks/ on sys.path for quality_suite.
+    return load_script("benchmarks/quality.py", name="quality_benchmark")
 
 
 @pytest.fixture(scope="module")

@@ -1,15 +1,14 @@
 """benchmarks/reference_cnn.py: the plain reference network, its loss and its training run."""
 
-import importlib.util
 import os
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from script_loading import load_script
 
 from wss.data import records
 
-_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "reference_cnn.py")
 NUM_CLASSES = 3
 SMALL = dict(stem_channels=8, block_channels=(8, 8, 8), aspp_channels=8, low_level_channels=4,
              decoder_channels=8, batch_norm_momentum=0.8)
@@ -17,10 +16,7 @@ SMALL = dict(stem_channels=8, block_channels=(8, 8, 8), aspp_channels=8, low_lev
 
 @pytest.fixture(scope="module")
 def reference_cnn():
-    spec = importlib.util.spec_from_file_location("reference_cnn", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/reference_cnn.py")
 
 
 def test_logits_have_the_input_size_and_the_issue_network_has_about_150k_params(reference_cnn):

@@ -7,7 +7,6 @@ failed one.
 """
 
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,6 +14,7 @@ import sys
 import time
 
 import pytest
+from script_loading import load_script
 from test_training import tiny_bindings
 
 from wss.data import synthetic
@@ -27,10 +27,7 @@ NAMES = [f"{LR}={lr},{SEED}={seed}" for lr in ("0.01", "0.05") for seed in ("1",
 
 
 def _load_sweep():
-    spec = importlib.util.spec_from_file_location("sweep", SWEEP)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("launch/sweep.py")
 
 
 def _run(args, timeout=300):
