@@ -19,14 +19,15 @@ user of another set gives, e.g. `python -m wss.train --gin_file=demo_supervised.
 import argparse
 import functools
 
-import numpy as np
-
 from wss.data import drawing, synthetic
 
 
 def render_clean_scene(rng, height, width, shapes, textures, num_objects=(1, 3),
                        radius_range=(0.2, 0.35), centre_range=(0.15, 0.85)):
     """Draws textured objects with random colours on a smooth background, without clutter.
+
+    `wss.data.synthetic.render_random_colour_scene` (the built-in random-colour sets' renderer)
+    without its blob and lines.
 
     Args:
       rng: numpy Generator; the example depends on nothing else.
@@ -42,26 +43,9 @@ def render_clean_scene(rng, height, width, shapes, textures, num_objects=(1, 3),
       (image uint8 `[H, W, 3]`, mask uint8 `[H, W]`); class `k >= 1` is shape
       `shapes[(k - 1) // len(textures)]` with texture `textures[(k - 1) % len(textures)]`.
     """
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
-    image = drawing.textured_background(rng, height, width)
-    mask = np.zeros((height, width), np.uint8)
-    for _ in range(int(rng.integers(num_objects[0], num_objects[1] + 1))):
-        class_id = int(rng.integers(1, len(shapes) * len(textures) + 1))
-        shape = shapes[(class_id - 1) // len(textures)]
-        texture = textures[(class_id - 1) % len(textures)]
-        radius = rng.uniform(*radius_range) * min(height, width)
-        cy = rng.uniform(*centre_range) * height
-        cx = rng.uniform(*centre_range) * width
-        region = drawing.shape_mask(shape, yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi))
-        if region.sum() < 12:
-            continue
-        a, b = drawing.random_colour_pair(rng)
-        pattern = drawing.texture(rng, texture, yy, xx)
-        image[region & pattern] = a
-        image[region & ~pattern] = b
-        mask[region] = class_id
-    image += rng.normal(0, 6, size=image.shape)
-    return np.clip(np.round(image), 0, 255).astype(np.uint8), mask
+    return synthetic.render_random_colour_scene(
+        rng, height, width, shapes, textures, num_objects=num_objects,
+        radius_range=radius_range, centre_range=centre_range, blob_texture=None)
 
 
 def clean_variant(shapes=("disk", "square", "triangle", "star"), textures=("stripes", "checker"),

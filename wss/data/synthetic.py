@@ -114,8 +114,8 @@ RANDOM_COLOUR_CLASS_NAMES = ("background",) + tuple(
     f"{s}_{t}" for s in RANDOM_COLOUR_SHAPES for t in RANDOM_COLOUR_TEXTURES)
 
 
-def _render_random_colour_scene(rng, height, width, shapes, textures, num_objects,
-                                radius_range, centre_range, blob_texture):
+def render_random_colour_scene(rng, height, width, shapes, textures, num_objects,
+                               radius_range, centre_range, blob_texture):
     """Draws textured objects with colours random per object on a cluttered background.
 
     The common renderer of `random_colours` and `held_out`: class `k >= 1` is shape
@@ -130,15 +130,17 @@ def _render_random_colour_scene(rng, height, width, shapes, textures, num_object
       num_objects: `(fewest, most)` foreground objects.
       radius_range: object radius range as fractions of the shorter side.
       centre_range: object centre range as fractions of the height and the width.
-      blob_texture: texture of the background clutter's blob.
+      blob_texture: texture of the background clutter's blob; None draws no clutter (no blob,
+        no lines; `benchmarks/clean_set.py`).
 
     Returns:
       (image uint8 [H, W, 3], mask uint8 [H, W] with values in 0..len(shapes) * len(textures)).
     """
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
     image = drawing.textured_background(rng, height, width)
-    drawing.draw_clutter(rng, image, yy, xx, blob_texture=blob_texture,
-                         blob_scale=min(height, width) / 64.0)
+    if blob_texture is not None:
+        drawing.draw_clutter(rng, image, yy, xx, blob_texture=blob_texture,
+                             blob_scale=min(height, width) / 64.0)
     mask = np.zeros((height, width), np.uint8)
     num_textures = len(textures)
     for _ in range(int(rng.integers(num_objects[0], num_objects[1] + 1))):
@@ -168,11 +170,11 @@ HELD_OUT_CLASS_NAMES = ("background",) + tuple(
 
 # The two random-colour sets differ only in these parameters of one renderer.
 render_random_colour_example = functools.partial(
-    _render_random_colour_scene, shapes=RANDOM_COLOUR_SHAPES, textures=RANDOM_COLOUR_TEXTURES,
+    render_random_colour_scene, shapes=RANDOM_COLOUR_SHAPES, textures=RANDOM_COLOUR_TEXTURES,
     num_objects=(1, 3), radius_range=(0.2, 0.4), centre_range=(-0.05, 1.05),
     blob_texture="checker")
 render_held_out_example = functools.partial(
-    _render_random_colour_scene, shapes=HELD_OUT_SHAPES, textures=HELD_OUT_TEXTURES,
+    render_random_colour_scene, shapes=HELD_OUT_SHAPES, textures=HELD_OUT_TEXTURES,
     num_objects=(1, 4), radius_range=(0.15, 0.33), centre_range=(0.0, 1.0), blob_texture="dots")
 
 
