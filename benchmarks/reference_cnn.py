@@ -8,8 +8,9 @@ channels; separable-convolution blocks (64, 96, 128 channels) down to output str
 two dilated by 2 and 4; a three-branch ASPP of separable convolutions at rates 1, 2, 3; a
 decoder that joins the stride-2 stem features; bilinear upsampling to the input. Every
 convolution is followed by BatchNorm and ReLU. It trains with Adam at 2e-3 and pixel
-cross-entropy on flips and crops only (`wss.data.pipeline.labelled_dataset` at scale 1), and is
-scored by `wss.evaluation.evaluator.evaluate_model` on the validation records.
+cross-entropy (`wss.method.losses.pixel_cross_entropy`) on flips and crops only
+(`wss.data.pipeline.labelled_dataset` at scale 1), and is scored by
+`wss.evaluation.evaluator.evaluate_model` on the validation records.
 
 Run (one row per labelled split file, each from scratch):
 
@@ -28,14 +29,12 @@ import os
 import time
 
 import keras
-import numpy as np
 import tensorflow as tf
 
+from wss import resize
 from wss.data import pipeline
 from wss.evaluation import evaluator
-from wss.resize import resize_bilinear
-
-IGNORE_LABEL = 255
+from wss.method import losses
 
 
 def _conv_bn_relu(x, filters, kernel_size=3, strides=1, dilation_rate=1, separable=True,
@@ -53,7 +52,7 @@ class _ResizeLike(keras.layers.Layer):
 
     def call(self, inputs):
         tensor, reference = inputs
-        return resize_bilinear(tensor, tf.shape(reference)[1:3], align_corners=True)
+        return resize.resize_like(tensor, reference)
 
 
 def build_reference_cnn(num_classes, stem_channels=32, block_channels=(64, 96, 128),
@@ -100,23 +99,6 @@ def build_reference_cnn(num_classes, stem_channels=32, block_channels=(64, 96, 1
     return keras.Model(images, {"logits": logits}, name="reference_cnn")
 
 
-def pixel_cross_entropy(labels, logits):
-    """Mean softmax cross-entropy over the pixels whose label is not 255.
-
-    Args:
-      labels: int `[B, H, W]` class ids, 255 ignored.
-      logits: float `[B, H, W, C]`.
-
-    Returns:
-      A scalar; 0 when every pixel is ignored.
-    """
-    labels = tf.cast(labels, tf.int32)
-    valid = tf.cast(tf.not_equal(labels, IGNORE_LABEL), tf.float32)
-    safe = tf.where(labels == IGNORE_LABEL, 0, labels)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(safe, logits)
-    return tf.reduce_sum(losses * valid) / tf.maximum(tf.reduce_sum(valid), 1.0)
-
-
 def train_and_evaluate(data_dir, split, num_classes, crop, steps=1500, batch_size=16,
                        learning_rate=2e-3, seed=0, log_every=250, model_kwargs=None):
     """Trains the reference network from scratch on one labelled split and evaluates it.
@@ -156,7 +138,7 @@ def train_and_evaluate(data_dir, split, num_classes, crop, steps=1500, batch_siz
     def train_step(batch):
         with tf.GradientTape() as tape:
             logits = model(batch["image"], training=True)["logits"]
-            loss = pixel_cross_entropy(batch["label"], logits)
+            loss = losses.pixel_cross_entropy(logits, batch["label"], upsample=False)
         gradients = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(gradients, model.trainable_variables))
         return loss
@@ -216,5 +198,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

@@ -27,22 +27,6 @@ def test_logits_have_the_input_size_and_the_issue_network_has_about_150k_params(
         assert logits.shape == (2, height, width, 9)
 
 
-def test_pixel_cross_entropy_matches_numpy_and_skips_ignored_pixels(reference_cnn):
-    rng = np.random.default_rng(0)
-    logits = rng.normal(size=(2, 3, 4, NUM_CLASSES))
-    labels = rng.integers(0, NUM_CLASSES, size=(2, 3, 4))
-    labels[0, 0, :] = 255
-    shifted = logits - logits.max(-1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-    valid = labels != 255
-    picked = np.take_along_axis(log_probs, np.where(valid, labels, 0)[..., None], -1)[..., 0]
-    expected = -(picked * valid).sum() / valid.sum()
-    got = reference_cnn.pixel_cross_entropy(tf.constant(labels), tf.constant(logits, tf.float32))
-    np.testing.assert_allclose(float(got), expected, rtol=1e-5)
-    all_ignored = reference_cnn.pixel_cross_entropy(tf.fill([1, 2, 2], 255), tf.zeros([1, 2, 2, 3]))
-    assert float(all_ignored) == 0.0
-
-
 def _write_colour_dataset(directory, count=8, size=16):
     """Images whose one square is red (class 1) or blue (class 2) on grey; all in train.txt."""
     examples, ids = [], []
