@@ -44,8 +44,8 @@ setup(
         "numpy>=1.23",
     ],
     extras_require={
-        "test": ["pytest>=7", "ruff>=0.4", "Pillow>=9", "scipy>=1.9", "pycocotools>=2.0.6",
-                 "tensorflow-datasets>=4.9"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "ruff>=0.4", "Pillow>=9", "scipy>=1.9",
+                 "pycocotools>=2.0.6", "tensorflow-datasets>=4.9"],
         "data": ["Pillow>=9", "scipy>=1.9", "pycocotools>=2.0.6"],
         # TFDS datasets as streams (wss.data.tfds_source); mock data in the tests.
         "tfds": ["tensorflow-datasets>=4.9"],
