@@ -28,6 +28,9 @@ def test_name_depends_on_every_input(tmp_path, monkeypatch):
     _write_configs(tmp_path, base_text="pretrain.num_steps = 20\n")  # An included file.
     changed_include = experiment.pretraining_cache_name(path)
     assert changed_include != name
+    # Comments, blank lines and spacing say nothing new: the entry stays.
+    _write_configs(tmp_path, base_text="# Ten more steps.\n\npretrain.num_steps   =  20  # !\n")
+    assert experiment.pretraining_cache_name(path) == changed_include
     # A new generator of the built-in classification set changes no config text, but the
     # images the backbone learns from.
     monkeypatch.setattr(synthetic_classification, "VERSION", synthetic_classification.VERSION + 1)

@@ -12,7 +12,6 @@
 import hashlib
 import importlib
 import os
-import re
 import subprocess
 import sys
 
@@ -20,6 +19,7 @@ import gin
 import keras
 import tensorflow as tf
 from absl import logging
+from gin import config_parser
 
 from wss import config as config_lib
 from wss.training.loop import CONFIG_FILENAME, OPERATIVE_CONFIG_FILENAME  # noqa: F401
@@ -91,8 +91,25 @@ def synthetic_classification_dir(seed=0, num_train=8000, num_val=500):
         seed=seed, num_train=num_train, num_val=num_val)
 
 
-def _gin_sources(gin_file, seen=None):
-    """The text of a gin file and of every file it includes, recursively, in order."""
+class _PlainValues(config_parser.ParserDelegate):
+    """Parses gin references and macros to plain tuples: a config's meaning, nothing resolved."""
+
+    def configurable_reference(self, scoped_name, evaluate):
+        return ("@", scoped_name, bool(evaluate))
+
+    def macro(self, name):
+        return ("%", name)
+
+
+def _gin_statements(gin_file, seen=None):
+    """The statements of a gin file and of every file it includes, recursively, in order.
+
+    Each statement is its `repr` without its location, so comments, blank lines, line breaks
+    and spacing do not change the result; what a binding says does.
+
+    Raises:
+      SyntaxError: naming the file that gin cannot parse.
+    """
     seen = set() if seen is None else seen
     path = os.path.realpath(config_lib.resolve_gin_file(gin_file))
     if path in seen:
@@ -100,22 +117,28 @@ def _gin_sources(gin_file, seen=None):
     seen.add(path)
     with open(path) as f:
         text = f.read()
-    sources = [text]
-    for line in text.splitlines():
-        match = re.match(r"\s*include\s+['\"](.+)['\"]", line)
-        if match:
-            sources.extend(_gin_sources(match.group(1), seen))
-    return sources
+    statements = []
+    try:
+        parsed = list(config_parser.ConfigParser(text, _PlainValues()))
+    except SyntaxError as error:
+        raise SyntaxError(f"cannot parse gin file {path}: {error}") from error
+    for statement in parsed:
+        if isinstance(statement, config_parser.IncludeStatement):
+            statements.extend(_gin_statements(statement.filename, seen))
+        else:
+            statements.append(repr(statement._replace(location=None)))
+    return statements
 
 
 def pretraining_cache_name(gin_file, gin_bindings=()):
     """The cache entry name of the pretraining that `gin_file` and `gin_bindings` describe.
 
     The name hashes everything the pretrained weights depend on that is known before the run:
-    the config's text with every file it includes, the bindings, the `wss` version and the
-    version of the built-in classification set's generator. The generator's version is in it
-    because a config names that set through `@synthetic_classification_dir()`, whose text
-    does not change when the images do: a new generator then pretrains anew instead of
+    the config's statements with those of every file it includes (parsed, so a comment or a
+    line break does not pretrain anew; a changed value does), the bindings, the `wss` version
+    and the version of the built-in classification set's generator. The generator's version
+    is in it because a config names that set through `@synthetic_classification_dir()`, whose
+    text does not change when the images do: a new generator then pretrains anew instead of
     returning a backbone trained on the old images.
 
     Args:
@@ -129,7 +152,7 @@ def pretraining_cache_name(gin_file, gin_bindings=()):
     from wss.data import synthetic_classification
 
     digest = hashlib.sha256()
-    for text in _gin_sources(gin_file) + list(gin_bindings) + [
+    for text in _gin_statements(gin_file) + list(gin_bindings) + [
             wss.__version__, f"synthetic_classification v{synthetic_classification.VERSION}"]:
         digest.update(text.encode() + b"\0")
     stem = os.path.splitext(os.path.basename(gin_file))[0]
