@@ -221,7 +221,7 @@ def rename_legacy_bindings(text, where="gin config"):
     if not any(name in text for name in _LEGACY_CONFIGURABLES):
         return text
     try:
-        statements = list(config_parser.ConfigParser(text, _NoReferences()))
+        statements = list(config_parser.ConfigParser(text, PlainValues()))
     except (ValueError, SyntaxError):
         return text
     lines = text.splitlines(keepends=True)
@@ -261,21 +261,24 @@ def _legacy_hint(error):
     return ""
 
 
-class _NoReferences:
-    """A gin parser delegate that only lets the parser read statements."""
+class PlainValues(config_parser.ParserDelegate):
+    """A gin parser delegate that reads statements without resolving anything.
+
+    References and macros become plain tuples (`('@', name, evaluate)`, `('%', name)`), so a
+    parsed statement says what its text says and nothing needs to be registered.
+    """
 
     def configurable_reference(self, scoped_selector, evaluate):
-        del evaluate
-        return scoped_selector
+        return ("@", scoped_selector, bool(evaluate))
 
     def macro(self, name):
-        return name
+        return ("%", name)
 
 
 def _macros_set(text):
     """The names of the macros that a gin text sets itself (`NAME = value`)."""
     names = []
-    for statement in config_parser.ConfigParser(text, _NoReferences()):
+    for statement in config_parser.ConfigParser(text, PlainValues()):
         if isinstance(statement, config_parser.BindingStatement) and not statement.arg_name:
             scope, selector = statement.scope, statement.selector
             names.append(f"{scope}/{selector}" if scope else selector)

@@ -91,16 +91,6 @@ def synthetic_classification_dir(seed=0, num_train=8000, num_val=500):
         seed=seed, num_train=num_train, num_val=num_val)
 
 
-class _PlainValues(config_parser.ParserDelegate):
-    """Parses gin references and macros to plain tuples: a config's meaning, nothing resolved."""
-
-    def configurable_reference(self, scoped_name, evaluate):
-        return ("@", scoped_name, bool(evaluate))
-
-    def macro(self, name):
-        return ("%", name)
-
-
 def _gin_statements(gin_file, seen=None):
     """The statements of a gin file and of every file it includes, recursively, in order.
 
@@ -119,7 +109,7 @@ def _gin_statements(gin_file, seen=None):
         text = f.read()
     statements = []
     try:
-        parsed = list(config_parser.ConfigParser(text, _PlainValues()))
+        parsed = list(config_parser.ConfigParser(text, config_lib.PlainValues()))
     except SyntaxError as error:
         raise SyntaxError(f"cannot parse gin file {path}: {error}") from error
     for statement in parsed:
