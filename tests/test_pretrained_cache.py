@@ -24,7 +24,13 @@ def test_name_depends_on_every_input(tmp_path, monkeypatch):
     name = experiment.pretraining_cache_name(path)
     assert name.startswith("pretrained_my_pretrain_")
     assert experiment.pretraining_cache_name(path) == name
-    assert experiment.pretraining_cache_name(path, ["pretrain.seed = 1"]) != name
+    with_binding = experiment.pretraining_cache_name(path, ["pretrain.seed = 1"])
+    assert with_binding != name
+    # A binding is read as a statement, like the files: its spacing says nothing new.
+    assert experiment.pretraining_cache_name(path, ["pretrain.seed=1"]) == with_binding
+    assert experiment.pretraining_cache_name(path, ["pretrain.seed = 2"]) != with_binding
+    with pytest.raises(SyntaxError, match="--gin_bindings 'pretrain.seed = '"):
+        experiment.pretraining_cache_name(path, ["pretrain.seed = "])
     _write_configs(tmp_path, base_text="pretrain.num_steps = 20\n")  # An included file.
     changed_include = experiment.pretraining_cache_name(path)
     assert changed_include != name

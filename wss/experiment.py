@@ -107,11 +107,28 @@ def _gin_statements(gin_file, seen=None):
     seen.add(path)
     with open(path) as f:
         text = f.read()
+    return _parsed_statements(text, f"gin file {path}", seen)
+
+
+def _parsed_statements(text, source, seen):
+    """The statements of gin `text`, includes followed (see `_gin_statements`).
+
+    Args:
+      text: gin statements.
+      source: what `text` is, for the error message ("gin file PATH", "--gin_bindings ...").
+      seen: real paths of the files already read, which are not read again.
+
+    Returns:
+      A list of `repr`s of the statements without their locations.
+
+    Raises:
+      SyntaxError: naming `source` when gin cannot parse `text`.
+    """
     statements = []
     try:
         parsed = list(config_parser.ConfigParser(text, config_lib.PlainValues()))
     except SyntaxError as error:
-        raise SyntaxError(f"cannot parse gin file {path}: {error}") from error
+        raise SyntaxError(f"cannot parse {source}: {error}") from error
     for statement in parsed:
         if isinstance(statement, config_parser.IncludeStatement):
             statements.extend(_gin_statements(statement.filename, seen))
@@ -124,9 +141,9 @@ def pretraining_cache_name(gin_file, gin_bindings=()):
     """The cache entry name of the pretraining that `gin_file` and `gin_bindings` describe.
 
     The name hashes everything the pretrained weights depend on that is known before the run:
-    the config's statements with those of every file it includes (parsed, so a comment or a
-    line break does not pretrain anew; a changed value does), the bindings, the `wss` version
-    and the version of the built-in classification set's generator. The generator's version
+    the config's statements with those of every file it includes and the bindings' (parsed, so
+    a comment, a line break or spacing does not pretrain anew; a changed value does), the `wss`
+    version and the version of the built-in classification set's generator. The generator's version
     is in it because a config names that set through `@synthetic_classification_dir()`, whose
     text does not change when the images do: a new generator then pretrains anew instead of
     returning a backbone trained on the old images.
@@ -141,8 +158,12 @@ def pretraining_cache_name(gin_file, gin_bindings=()):
     import wss
     from wss.data import synthetic_classification
 
+    seen = set()
+    statements = _gin_statements(gin_file, seen)
+    for binding in gin_bindings:
+        statements += _parsed_statements(binding, f"--gin_bindings {binding!r}", seen)
     digest = hashlib.sha256()
-    for text in _gin_statements(gin_file) + list(gin_bindings) + [
+    for text in statements + [
             wss.__version__, f"synthetic_classification v{synthetic_classification.VERSION}"]:
         digest.update(text.encode() + b"\0")
     stem = os.path.splitext(os.path.basename(gin_file))[0]
