@@ -3,10 +3,12 @@
 import os
 import subprocess
 
+import gin
 import pytest
 
 from wss import experiment
-from wss.data import synthetic_classification
+from wss.data import synthetic, synthetic_classification
+from wss.training import loop, trainer
 
 
 def _write_configs(directory, base_text="pretrain.num_steps = 10\n"):
@@ -82,3 +84,62 @@ def test_failed_pretraining_leaves_no_entry(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="pretraining failed"):
         experiment.pretrained_checkpoint(path, cache_dir=str(cache_dir))
     assert not (cache_dir / experiment.pretraining_cache_name(path)).exists()
+
+
+def test_a_function_init_checkpoint_is_called_only_to_warm_start(monkeypatch):
+    """`train.init_checkpoint = @pretrained_checkpoint`: pretrain when warm-starting, not on
+    resume."""
+    calls = []
+
+    def init_checkpoint():
+        calls.append("called")
+        return "/pretrained/tf1/model.ckpt"
+
+    class FakeTask:
+        warm_started_from = None
+
+        def warm_start(self, path):
+            self.warm_started_from = path
+            return "loaded"
+
+    task = FakeTask()
+    loop._restore_or_warm_start(task, None, None, None, init_checkpoint, "logdir")
+    assert calls == ["called"] and task.warm_started_from == "/pretrained/tf1/model.ckpt"
+
+    restored = []
+    monkeypatch.setattr(loop.checkpointing, "restore_checkpoint",
+                        lambda checkpoint, path, config_hint: restored.append(path))
+    monkeypatch.setattr(loop, "_step_of", lambda optimizer: 7)
+    task = FakeTask()
+    loop._restore_or_warm_start(task, None, "logdir/ckpt-7", None, init_checkpoint, "logdir")
+    assert restored == ["logdir/ckpt-7"] and calls == ["called"]  # Not called again.
+    assert task.warm_started_from is None
+
+
+def test_a_bad_init_checkpoint_binding_is_named():
+    with pytest.raises(ValueError, match="train.init_checkpoint=3"):
+        loop.check_options(loop.LoopOptions(init_checkpoint=3), "train")
+    loop.check_options(loop.LoopOptions(init_checkpoint=lambda: "path"), "train")
+
+
+def test_a_bad_split_fails_before_the_pretraining_runs(tmp_path, monkeypatch):
+    """demo.gin on an empty cache with a split file that names no image: the split check
+    fails first, without starting the pretraining it would warm-start from."""
+    monkeypatch.setenv("WSS_CACHE_DIR", str(tmp_path / "empty_cache"))
+    launched = []
+    monkeypatch.setattr(experiment.subprocess, "run",
+                        lambda command, check: launched.append(command))
+    data_dir = str(tmp_path / "data")
+    synthetic.generate(data_dir, seed=3, num_train=64, num_val=4, height=32, width=32)
+    with open(os.path.join(data_dir, "typo.txt"), "w") as f:
+        f.write("no_such_image\n")
+    gin.clear_config()
+    try:
+        experiment.parse_experiment_config(gin_files=["demo.gin"], gin_bindings=[
+            f"DATA_DIR = '{data_dir}'", "labelled_split/join_path.name = 'typo.txt'"],
+            finalize=False)
+        with pytest.raises(ValueError, match="typo.txt"):
+            trainer.train(str(tmp_path / "run"))
+    finally:
+        gin.clear_config()
+    assert not launched

@@ -174,10 +174,13 @@ def pretraining_cache_name(gin_file, gin_bindings=()):
 def pretrained_checkpoint(gin_file="pretrain_demo.gin", gin_bindings=(), cache_dir=None):
     """A backbone pretrained by `python -m wss.pretrain`, run once and cached (gin helper).
 
-    `train.init_checkpoint = @pretrained_checkpoint()` makes a training config start from the
-    pretraining that `gin_file` describes. The first call runs `python -m wss.pretrain` in a
-    subprocess (its progress is printed) into the cache (`wss.cache`); later calls, from any
-    config with the same pretraining, return the cached checkpoint. The cache entry is named by
+    `train.init_checkpoint = @pretrained_checkpoint` makes a training config start from the
+    pretraining that `gin_file` describes; without parentheses gin passes the function, which
+    the run calls only when it warm-starts (after its split checks, never on resume), while
+    `@pretrained_checkpoint()` is resolved when `train` is called. The first call runs
+    `python -m wss.pretrain` in a subprocess (its progress is printed) into the cache
+    (`wss.cache`); later calls, from any config with the same pretraining, return the cached
+    checkpoint. The cache entry is named by
     `pretraining_cache_name`.
 
     Args:

@@ -29,7 +29,7 @@ import math
 import os
 import signal
 import time
-from typing import Optional
+from typing import Callable, Optional, Union
 
 import gin
 import keras
@@ -64,7 +64,11 @@ class LoopOptions:
       image_summary_every: steps between image summaries (0 disables them).
       checkpoint_every: steps between checkpoints.
       max_to_keep: checkpoints kept.
-      init_checkpoint: checkpoint to warm-start from when `logdir` has none yet.
+      init_checkpoint: checkpoint to warm-start from when `logdir` has none yet, or a function
+        of no arguments that returns its path (gin: `@pretrained_checkpoint`, without
+        parentheses). A function is called only when the run warm-starts: after the task's
+        split and input checks, and never on resume, so a cached pretraining that still has
+        to run does not delay a config error or a resumed run.
       seed: global random seed (weights, augmentation, shuffling); with a seed a resumed run
         continues the data streams where they stopped.
       deterministic: enable TensorFlow op determinism (slower; for reproducibility tests).
@@ -80,7 +84,7 @@ class LoopOptions:
     image_summary_every: int = 500
     checkpoint_every: int = 1000
     max_to_keep: int = 3
-    init_checkpoint: Optional[str] = None
+    init_checkpoint: Optional[Union[str, Callable[[], str]]] = None
     seed: Optional[int] = None
     deterministic: bool = False
     mixed_precision_policy: Optional[str] = None
@@ -260,6 +264,8 @@ def _restore_or_warm_start(task, checkpoint, resume_path, optimizer, init_checkp
         checkpointing.restore_checkpoint(checkpoint, resume_path, config_hint=hint)
         print(f"Resumed from {resume_path} (step {_step_of(optimizer)})", flush=True)
     elif init_checkpoint:
+        if callable(init_checkpoint):  # E.g. the cached pretraining, built on first use.
+            init_checkpoint = init_checkpoint()
         summary = task.warm_start(init_checkpoint)
         print(f"Warm start from {init_checkpoint}: {summary}", flush=True)
 
@@ -269,9 +275,15 @@ def check_options(options, scope):
 
     Raises:
       ValueError: for a count that is not a positive integer (`image_summary_every` may be 0,
-        `steps_per_run` and `seed` None).
+        `steps_per_run` and `seed` None), or an `init_checkpoint` that is neither a path nor
+        a function.
     """
     from wss import config as config_lib
+
+    init = options.init_checkpoint
+    if init is not None and not isinstance(init, str) and not callable(init):
+        raise ValueError(f"{scope}.init_checkpoint={init!r}: expected a checkpoint path or a "
+                         f"function that returns one (e.g. @pretrained_checkpoint)")
 
     for field in ("num_steps", "log_every", "summary_every", "checkpoint_every", "max_to_keep"):
         config_lib.check_int(f"{scope}.{field}", getattr(options, field), minimum=1)

@@ -50,7 +50,9 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
         image-labelled streams, or sources such as `@labelled/tfds_dataset()` (`tfds_source`).
       labelled_split, unlabelled_split: optional split files of their ids.
       init_checkpoint: a DeepLab TF1 checkpoint (DeepLab's ImageNet or model-zoo ones, or
-        `wss.pretrain`'s export) to warm-start from when `logdir` has no checkpoint yet.
+        `wss.pretrain`'s export) to warm-start from when `logdir` has no checkpoint yet, or a
+        function that returns one, called only then (after the split checks):
+        `@pretrained_checkpoint` pretrains on first use (`wss.experiment`).
       initialize_last_layer: also load the logits layers from `init_checkpoint` (DeepLab's
         flag; False by default, as when the number of classes differs).
       mixed_precision_policy: None, `mixed_bfloat16` (TPU) or `mixed_float16` (GPU, with
