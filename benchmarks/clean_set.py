@@ -49,8 +49,13 @@ def render_clean_scene(rng, height, width, shapes, textures, num_objects=(1, 3),
 
 
 def clean_variant(shapes=("disk", "square", "triangle", "star"), textures=("stripes", "checker"),
-                  num_train=1600, num_val=300, size=64):
+                  num_train=1600, num_val=300, size=64, num_objects=(1, 3),
+                  radius_range=(0.2, 0.35)):
     """The set as a `wss.data.synthetic.Variant` (named `clean`).
+
+    `num_objects` and `radius_range` are `render_clean_scene`'s (the defaults write the set of
+    the eleventh session; `--num_objects 1,2 --radius_range 0.25,0.4` the thirteenth
+    session's `large`).
 
     Raises:
       ValueError: naming a shape or texture that `wss.data.drawing` cannot draw.
@@ -62,7 +67,8 @@ def clean_variant(shapes=("disk", "square", "triangle", "star"), textures=("stri
             raise ValueError(f"{kind}: cannot draw {unknown}; known: {list(known)}")
     class_names = ("background",) + tuple(f"{s}_{t}" for s in shapes for t in textures)
     render = functools.partial(render_clean_scene, shapes=tuple(shapes),
-                               textures=tuple(textures))
+                               textures=tuple(textures), num_objects=tuple(num_objects),
+                               radius_range=tuple(radius_range))
     return synthetic.Variant("clean", 1, class_names, render, size, size, num_train, num_val)
 
 
@@ -74,9 +80,13 @@ def main(argv=None):
     parser.add_argument("--textures", default="stripes,checker")
     parser.add_argument("--num_train", type=int, default=1600)
     parser.add_argument("--num_val", type=int, default=300)
+    parser.add_argument("--num_objects", default="1,3", help="fewest,most objects per image")
+    parser.add_argument("--radius_range", default="0.2,0.35",
+                        help="object radius range, fractions of the image side")
     args = parser.parse_args(argv)
     variant = clean_variant(args.shapes.split(","), args.textures.split(","), args.num_train,
-                            args.num_val)
+                            args.num_val, num_objects=[int(n) for n in args.num_objects.split(",")],
+                            radius_range=[float(r) for r in args.radius_range.split(",")])
     metadata = synthetic.generate(args.output_dir, seed=args.seed, variant=variant)
     print(f"Wrote {args.output_dir}: {metadata['num_train']} train / {metadata['num_val']} val "
           f"images, classes {', '.join(metadata['class_names'])}")
