@@ -152,3 +152,19 @@ def test_downsample_mask_sampling(align_corners, expected_rows):
     mask[0, expected_rows, :] = 1.0
     out = resize.downsample_mask(mask, (5, 3), align_corners).numpy()
     np.testing.assert_array_equal(out, np.ones((1, 5, 3)))
+
+
+@pytest.mark.parametrize("size,out", [(65, 17), (33, 9), (17, 5), (21, 6)])
+def test_resize_labels_lies_on_the_corner_aligned_logit_grid(size, out):
+    # L_s upsamples logits with align_corners=True, so logit position i is trained on label
+    # pixel round(i * (size - 1) / (out - 1)); masks resized to the logits must read that pixel.
+    rng = np.random.default_rng(size)
+    labels = rng.integers(0, 9, (2, size, size + 4)).astype(np.int32)
+    rows = np.round(np.arange(out) * (size - 1) / (out - 1)).astype(int)
+    cols = np.round(np.arange(out + 1) * (size + 3) / out).astype(int)
+    expected = labels[:, rows][:, :, cols]
+    got = resize.resize_labels(tf.constant(labels), (out, out + 1)).numpy()
+    np.testing.assert_array_equal(got, expected)
+    # TF1's default sampling (floor(i * size / out)) drifts off that grid.
+    drifted = resize.resize_labels(tf.constant(labels), (out, out + 1), align_corners=False)
+    assert not np.array_equal(drifted.numpy(), expected)
