@@ -11,7 +11,8 @@ probe also scores the image classifier's labels (probability >= 0.5, the labels 
 Grad-CAM classes without image-level labels) against the classes present in the masks.
 
 Unlike training, where the weak view passes through the network in training mode, the probe
-runs the network in inference mode (moving BatchNorm statistics) on whole validation images,
+runs the network in inference mode (moving BatchNorm statistics) on whole validation images
+(padded to the aligned size `n * output_stride + 1`, as evaluation pads them),
 so its figures describe the checkpoint, not one training step.
 
 Run: `python benchmarks/probe_pseudo_labels.py --run_dir RUN [--image_labels classifier]
@@ -29,11 +30,32 @@ from wss.data import pipeline
 from wss.data.records import IGNORE_LABEL
 from wss.evaluation import evaluator, metrics
 from wss.method import gradcam, pseudo_labels, sgc
+from wss.models import inference
 from wss.resize import resize_labels, resize_like, spatial_size
 
 
 def _floats(text):
     return tuple(float(value) for value in text.split(",") if value)
+
+
+def pad_to_aligned_size(batch, stride):
+    """Pads a batch's image, label and valid mask on the bottom and right to the size
+    `n * stride + 1` that puts the decoder's logits on its pixels (`wss.models.inference`).
+
+    Args:
+      batch: an eval batch dict (`image` `[B, H, W, 3]`, `label` and `valid` `[B, H, W]`).
+      stride: the model's output stride.
+
+    Returns:
+      the batch with padded `image` (mean pixel), `label` (ignored) and `valid` (0).
+    """
+    height, width = batch["image"].shape[1:3]
+    pad = [[0, 0], [0, inference.aligned_size(height, stride) - height],
+           [0, inference.aligned_size(width, stride) - width]]
+    return dict(batch, image=tf.pad(batch["image"], pad + [[0, 0]],
+                                    constant_values=inference.MEAN_PIXEL),
+                label=tf.pad(batch["label"], pad, constant_values=IGNORE_LABEL),
+                valid=tf.pad(batch["valid"], pad))
 
 
 def candidates(decoder_logits, sgc_logits, gammas, temperatures, image_labels, restrict):
@@ -89,6 +111,7 @@ def main():
     rms = {"decoder": [], "sgc": []}
     classifier = np.zeros(3)  # true positives, predicted, present
     for batch in pipeline.eval_dataset(spec, num_classes, batch_size=args.batch_size):
+        batch = pad_to_aligned_size(batch, model.output_stride)
         outputs = model(batch["image"], training=False)
         decoder_logits = tf.cast(outputs["logits"], tf.float32)
         predicted_labels = gradcam.predicted_image_labels(outputs["cls_logits"])

@@ -421,7 +421,12 @@ def test_export_reloads_without_wss_and_matches(tiny_data, tmp_path):
     experiment.restore_models(logdir, model)
     images = np.random.default_rng(0).integers(0, 256, (2, 37, 29, 3)).astype(np.uint8)
     from wss.resize import resize_bilinear
-    logits = resize_bilinear(model(tf.cast(images, tf.float32))["logits"], (37, 29))
+    # DeepLab's protocol: pad to n * output_stride + 1 with the mean pixel, upsample, crop.
+    stride = model.output_stride
+    height, width = (-(-(size - 1) // stride) * stride + 1 for size in (37, 29))
+    padded = np.pad(images.astype(np.float32), ((0, 0), (0, height - 37), (0, width - 29), (0, 0)),
+                    constant_values=127.5)
+    logits = resize_bilinear(model(tf.constant(padded))["logits"], (height, width))[:, :37, :29]
     expected = tf.argmax(logits, -1, output_type=tf.int32).numpy()
 
     np.save(tmp_path / "images.npy", images)

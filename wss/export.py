@@ -25,7 +25,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from wss import experiment
-from wss.resize import resize_bilinear
+from wss.models.inference import full_resolution_logits
 
 
 class SegmentationServingModule(tf.Module):
@@ -45,9 +45,7 @@ class SegmentationServingModule(tf.Module):
     def serve(self, images):
         """Segments a batch of uint8 images; returns class_map and probabilities."""
         images = checked_images(images)
-        size = tf.shape(images)[1:3]
-        logits = self.model(tf.cast(images, tf.float32), training=False)["logits"]
-        logits = resize_bilinear(tf.cast(logits, tf.float32), size, align_corners=True)
+        logits = full_resolution_logits(self.model, tf.cast(images, tf.float32))
         probabilities = tf.nn.softmax(logits, axis=-1)
         class_map = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return {"class_map": class_map, "probabilities": probabilities}

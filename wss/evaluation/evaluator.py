@@ -27,6 +27,7 @@ from absl import logging
 
 from wss import run_files
 from wss.evaluation import metrics
+from wss.models.inference import full_resolution_logits
 from wss.resize import resize_bilinear
 
 
@@ -51,8 +52,9 @@ def predict_probabilities(model, images, scales=(1.0,), flip=False):
             scaled = resize_bilinear(images, scaled_size, align_corners=True)
         variants = [(scaled, False)] + ([(tf.reverse(scaled, [2]), True)] if flip else [])
         for inputs, flipped in variants:
-            logits = tf.cast(model(inputs, training=False)["logits"], tf.float32)
-            logits = resize_bilinear(logits, size, align_corners=True)
+            logits = full_resolution_logits(model, inputs)
+            if scale != 1.0:
+                logits = resize_bilinear(logits, size, align_corners=True)
             probs = tf.nn.softmax(logits, axis=-1)
             if flipped:
                 probs = tf.reverse(probs, [2])
