@@ -88,3 +88,12 @@ def test_evaluation_scores_the_aligned_prediction():
                                             "label": tf.constant(labels)})
     results = evaluator.evaluate_model(Model(), dataset, num_classes=2)
     assert results["pixel_accuracy"] == pytest.approx(1.0)
+
+
+def test_crop_alignment_warning_names_the_binding_and_the_aligned_crop():
+    assert inference.crop_alignment_warning((65, 65), 8) is None
+    assert inference.crop_alignment_warning((513, 513), 16) is None
+    message = inference.crop_alignment_warning((64, 65), 8)
+    assert "train.crop_size=(64, 65)" in message and "(65, 65)" in message
+    message = inference.crop_alignment_warning((97, 100), 16, binding="my.crop")
+    assert message.startswith("my.crop=(97, 100)") and "(97, 113)" in message

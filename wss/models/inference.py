@@ -64,3 +64,24 @@ def full_resolution_logits(model, images, training=False):
     logits = resize_bilinear(logits, tf.stack([padded_height, padded_width]),
                              align_corners=True)
     return logits[:, :height, :width, :]
+
+
+def crop_alignment_warning(crop_size, output_stride, binding="train.crop_size"):
+    """A warning for a training crop off the aligned grid, or None when it is on it.
+
+    Args:
+      crop_size: `(height, width)` of the training crop.
+      output_stride: the network's output stride.
+      binding: the gin binding to name in the message.
+
+    Returns:
+      None if `(size - 1)` is a multiple of `output_stride` for both sides, else a message
+      that names the binding and the aligned crop to use instead.
+    """
+    if all((int(size) - 1) % output_stride == 0 for size in crop_size):
+        return None
+    aligned = tuple(aligned_size(int(size), output_stride) for size in crop_size)
+    return (f"{binding}={tuple(crop_size)}: (size - 1) is not a multiple of the output stride "
+            f"{output_stride}, so DeepLab's logits do not sit on the pixels L_s trains them on "
+            f"(they are stretched over the crop, up to {output_stride - 1} px off). "
+            f"Use {aligned} (images smaller than the crop are padded).")

@@ -19,12 +19,14 @@ self_training mode) into the generic loop (`wss.training.loop.run`):
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from wss import experiment, visualize
 from wss.data import pipeline
 from wss.evaluation import metrics
 from wss.method.ema_teacher import EmaTeacher
 from wss.method.objective import MODES, ONLINE_PSEUDO_LABEL_MODES, PseudoSegObjective
+from wss.models import inference
 from wss.training.task import StepOutput, Task
 
 
@@ -160,6 +162,9 @@ class SegmentationTask(Task):
 
     def build(self):
         self.model, self.sgc_head = experiment.build_models(num_classes=self.num_classes)
+        warning = inference.crop_alignment_warning(self.crop_size, self.model.output_stride)
+        if warning:
+            logging.warning(warning)
         if self.semi and self.ema_teacher_decay > 0:
             teacher_model, teacher_sgc_head = experiment.build_models(
                 num_classes=self.num_classes)
