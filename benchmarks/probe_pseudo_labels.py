@@ -16,7 +16,7 @@ runs the network in inference mode (moving BatchNorm statistics) on whole valida
 so its figures describe the checkpoint, not one training step.
 
 Run: `python benchmarks/probe_pseudo_labels.py --run_dir RUN [--image_labels classifier]
-[--gammas 0.5,0.7] [--temperatures 1,0.5,0.3]`.
+[--classifier_threshold 0.5] [--gammas 0.5,0.7] [--temperatures 1,0.5,0.3]`.
 """
 
 import argparse
@@ -96,6 +96,9 @@ def main():
     parser.add_argument("--gammas", type=_floats, default=(0.5, 0.7))
     parser.add_argument("--temperatures", type=_floats, default=(1.0, 0.5, 0.3))
     parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--classifier_threshold", type=float, default=0.5,
+                        help="probability at which the classifier names a class present (0.5, "
+                             "the paper's and `PseudoSegObjective.classifier_threshold`)")
     args = parser.parse_args()
 
     experiment.parse_experiment_config(checkpoint_dir=args.run_dir)
@@ -114,7 +117,8 @@ def main():
         batch = pad_to_aligned_size(batch, model.output_stride)
         outputs = model(batch["image"], training=False)
         decoder_logits = tf.cast(outputs["logits"], tf.float32)
-        predicted_labels = gradcam.predicted_image_labels(outputs["cls_logits"])
+        predicted_labels = gradcam.predicted_image_labels(outputs["cls_logits"],
+                                                          args.classifier_threshold)
         image_labels = gradcam.image_level_labels(
             outputs["cls_logits"], batch["class_labels"]) if known else predicted_labels
         predicted, present = predicted_labels.numpy() > 0.5, batch["class_labels"].numpy() > 0.5
@@ -143,7 +147,8 @@ def main():
             entry["fg"][1] += float(tf.size(right))
 
     print(f"\n{checkpoint}: pseudo labels of the validation images, image labels from the "
-          f"{args.image_labels.replace('_', ' ')}; RMS of the logits: decoder "
+          f"{args.image_labels.replace('_', ' ')} (classifier threshold "
+          f"{args.classifier_threshold}); RMS of the logits: decoder "
           f"{np.mean(rms['decoder']):.2f}, SGC {np.mean(rms['sgc']):.2f}; the classifier's image "
           f"labels: precision {classifier[0] / max(classifier[1], 1):.3f}, recall "
           f"{classifier[0] / max(classifier[2], 1):.3f}\n")
