@@ -87,6 +87,28 @@ def candidates(decoder_logits, sgc_logits, gammas, temperatures, image_labels, r
     return rows
 
 
+def restore_run(run_dir):
+    """Parses a run's config and restores its last checkpoint.
+
+    Args:
+      run_dir: a `wss.train` log directory.
+
+    Returns:
+      (model, SGC head, checkpoint path, number of classes, the run's validation spec).
+
+    Raises:
+      SystemExit: if the run's config binds no `evaluate_checkpoint.pattern`.
+    """
+    experiment.parse_experiment_config(checkpoint_dir=run_dir)
+    num_classes = gin.query_parameter("%NUM_CLASSES")
+    spec = evaluator.configured_eval_spec()
+    if spec is None:
+        raise SystemExit(f"{run_dir}: its config binds no evaluate_checkpoint.pattern")
+    model, head = experiment.build_models(num_classes=num_classes)
+    checkpoint = experiment.restore_models(run_dir, model, head)
+    return model, head, checkpoint, num_classes, spec
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run_dir", required=True, help="a wss.train log directory")
@@ -101,13 +123,7 @@ def main():
                              "the paper's and `PseudoSegObjective.classifier_threshold`)")
     args = parser.parse_args()
 
-    experiment.parse_experiment_config(checkpoint_dir=args.run_dir)
-    num_classes = gin.query_parameter("%NUM_CLASSES")
-    spec = evaluator.configured_eval_spec()
-    if spec is None:
-        raise SystemExit(f"{args.run_dir}: its config binds no evaluate_checkpoint.pattern")
-    model, head = experiment.build_models(num_classes=num_classes)
-    checkpoint = experiment.restore_models(args.run_dir, model, head)
+    model, head, checkpoint, num_classes, spec = restore_run(args.run_dir)
     known = args.image_labels == "ground_truth"
 
     sums = {}

@@ -17,16 +17,14 @@ Run: `python benchmarks/probe_sgc_capacity.py --run_dir RUN --pattern 'DIR/train
 
 import argparse
 
-import gin
 import keras
 import numpy as np
 import tensorflow as tf
-from probe_pseudo_labels import pad_to_aligned_size
+from probe_pseudo_labels import pad_to_aligned_size, restore_run
 
-from wss import experiment
 from wss.data import pipeline
 from wss.data.records import IGNORE_LABEL
-from wss.evaluation import evaluator, metrics
+from wss.evaluation import metrics
 from wss.method import losses, sgc
 from wss.resize import resize_labels, resize_like, spatial_size
 
@@ -102,13 +100,7 @@ def main():
     args = parser.parse_args()
     keras.utils.set_random_seed(args.seed)
 
-    experiment.parse_experiment_config(checkpoint_dir=args.run_dir)
-    num_classes = gin.query_parameter("%NUM_CLASSES")
-    val_spec = evaluator.configured_eval_spec()
-    if val_spec is None:
-        raise SystemExit(f"{args.run_dir}: its config binds no evaluate_checkpoint.pattern")
-    model, head = experiment.build_models(num_classes=num_classes)
-    checkpoint = experiment.restore_models(args.run_dir, model, head)
+    model, head, checkpoint, num_classes, val_spec = restore_run(args.run_dir)
     labelled = backbone_outputs(model, pipeline.make_spec(args.pattern, args.split_file),
                                 num_classes, args.batch_size)
     validation = backbone_outputs(model, val_spec, num_classes, args.batch_size)
