@@ -82,3 +82,28 @@ def test_semi_step_with_unlabelled_weight_one_differs(supervised):
     got = _trainable(objective)
     moved = max(float(np.max(np.abs(got[path] - value))) for path, value in expected.items())
     assert moved > 1e-3
+
+
+def test_decoder_resolution_sgc_head_is_built_and_trained_at_the_decoder_grid():
+    import gin
+
+    from wss import experiment
+
+    gin.parse_config(["build_deeplab.width_multiplier = 0.0625",
+                      "build_deeplab.middle_flow_units = 1",
+                      "make_sgc_head.attention_dim = 8",
+                      "make_sgc_head.resolution = 'decoder'"])
+    keras.utils.set_random_seed(0)
+    model, head = experiment.build_models(num_classes=NUM_CLASSES, image_size=(SIZE, SIZE))
+    low_level_depth = model(tf.zeros([1, SIZE, SIZE, 3]))["features"]["low_level"].shape[-1]
+    objective = PseudoSegObjective(model, head, mode="semi")
+    labelled, unlabelled = _batches(0)
+    pseudo = objective.pseudo_label_pass(unlabelled)
+    # SGC logits on the decoder's own grid, so no resize sits between the two sources.
+    assert pseudo["sgc_logits"].shape == pseudo["decoder_logits"].shape
+    assert head.key.kernel.shape[2] > low_level_depth  # low-level + penultimate + final
+    before = head.key.kernel.numpy()
+    optimizer = keras.optimizers.SGD(learning_rate=0.05, momentum=0.9)
+    named, _, _ = objective.train_step(optimizer, labelled, unlabelled)
+    assert np.isfinite(float(named["loss_sa"])) and float(named["loss_sa"]) > 0.0
+    assert np.max(np.abs(head.key.kernel.numpy() - before)) > 0.0

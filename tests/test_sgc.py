@@ -15,11 +15,18 @@ NUM_CLASSES = 5  # background + 4 foreground classes.
 ATTENTION_DIM = 8
 
 
-def numpy_sgc(head, cams, penultimate, final, valid_small):
-    """Inference-mode SGC logits in float64 from the head's weights."""
+def numpy_sgc(head, cams, penultimate, final, valid_small, low_level=None):
+    """Inference-mode SGC logits in float64 from the head's weights.
+
+    With `low_level` (the decoder resolution) the CAMs are first upsampled to its size and it
+    leads the hypercolumn.
+    """
+    features = [penultimate, final]
+    if low_level is not None:
+        cams = numpy_bilinear_align_corners(cams, *low_level.shape[1:3])
+        features = [low_level] + features
     b, h, w, _ = cams.shape
-    hyper = np.concatenate([numpy_bilinear_align_corners(penultimate, h, w),
-                            numpy_bilinear_align_corners(final, h, w)], axis=-1)
+    hyper = np.concatenate([numpy_bilinear_align_corners(f, h, w) for f in features], axis=-1)
     w_k = head.key.kernel.numpy().astype(np.float64)[0, 0]
     w_q = head.query.kernel.numpy().astype(np.float64)[0, 0]
     w_o = head.output_conv.kernel.numpy().astype(np.float64)[0, 0]
@@ -53,10 +60,18 @@ def _inputs(seed=0, batch=2, h=5, w=6, image=(17, 21)):
     return cams, penultimate, final, valid
 
 
-def _head(seed=0):
-    head = sgc.make_sgc_head(NUM_CLASSES, attention_dim=ATTENTION_DIM)
+def _low_level(seed=0, batch=2, size=(9, 11)):
+    """Decoder low-level features at stride 4 of `_inputs`' 17 x 21 images."""
+    return np.random.default_rng(seed + 50).normal(size=(batch,) + size + (3,)).astype(np.float32)
+
+
+def _head(seed=0, resolution="backbone"):
+    head = sgc.make_sgc_head(NUM_CLASSES, attention_dim=ATTENTION_DIM, resolution=resolution)
     cams, penultimate, final, valid = _inputs()
-    head(cams, [penultimate, final], valid, training=False)
+    if resolution == "decoder":
+        head(cams, [penultimate, final], valid, training=False, low_level=_low_level())
+    else:
+        head(cams, [penultimate, final], valid, training=False)
     rng = np.random.default_rng(seed + 100)
     bn = head.output_bn
     bn.moving_mean.assign(rng.normal(size=NUM_CLASSES).astype(np.float32))
@@ -73,6 +88,40 @@ def test_head_matches_numpy_reference():
     expected, _ = numpy_sgc(head, cams, penultimate, final, valid_small)
     assert out.shape == (2, 5, 6, NUM_CLASSES)
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_decoder_resolution_matches_numpy_reference():
+    head = _head(resolution="decoder")
+    cams, penultimate, final, valid = _inputs(seed=7)
+    low_level = _low_level(seed=7)
+    out = head(cams, [penultimate, final], valid, training=False, low_level=low_level).numpy()
+    valid_small = resize.downsample_mask(valid, (9, 11)).numpy()
+    expected, _ = numpy_sgc(head, cams, penultimate, final, valid_small, low_level=low_level)
+    assert out.shape == (2, 9, 11, NUM_CLASSES)
+    assert head.key.kernel.shape == (1, 1, 3 + 6 + 10, ATTENTION_DIM)
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_decoder_resolution_errors_name_the_binding():
+    with pytest.raises(ValueError, match="make_sgc_head.resolution = 'stride4'"):
+        sgc.make_sgc_head(NUM_CLASSES, resolution="stride4")
+    head = sgc.make_sgc_head(NUM_CLASSES, attention_dim=ATTENTION_DIM, resolution="decoder")
+    cams, penultimate, final, valid = _inputs()
+    with pytest.raises(ValueError, match="low-level features"):
+        head(cams, [penultimate, final], valid, training=False)
+
+
+def test_sgc_logits_passes_low_level_features_to_a_decoder_resolution_head():
+    head = sgc.make_sgc_head(NUM_CLASSES, attention_dim=ATTENTION_DIM, resolution="decoder")
+    rng = np.random.default_rng(8)
+    final = rng.normal(size=(2, 5, 6, 10)).astype(np.float32)
+    kernel = rng.normal(size=(10, NUM_CLASSES - 1)).astype(np.float32)
+    labels = np.array([[1, 0, 1, 0], [0, 0, 0, 1]], np.float32)
+    logits, cams = sgc.sgc_logits(head, final, final[..., :6], labels,
+                                  valid=np.ones((2, 17, 21), np.float32),
+                                  classifier_kernel=kernel, training=False,
+                                  low_level_features=_low_level())
+    assert logits.shape == (2, 9, 11, NUM_CLASSES) and cams.shape == (2, 5, 6, NUM_CLASSES - 1)
 
 
 def test_trainable_variables_and_names():

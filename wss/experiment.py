@@ -287,7 +287,8 @@ def build_models(num_classes=gin.REQUIRED, with_sgc_head=True, image_size=(65, 6
         features = outputs["features"]
         sgc.sgc_logits(sgc_head, features["final"], features["penultimate"],
                        tf.zeros([1, num_classes - 1]), valid=tf.ones(dummy.shape[:3]),
-                       classifier_kernel=model.classifier_kernel, training=False)
+                       classifier_kernel=model.classifier_kernel, training=False,
+                       low_level_features=features.get("low_level"))
     return model, sgc_head
 
 

@@ -153,7 +153,8 @@ class PseudoSegObjective:
         logits, _ = sgc.sgc_logits(
             head, tf.stop_gradient(features["final"]),
             tf.stop_gradient(features["penultimate"]), image_labels, valid=valid,
-            classifier_kernel=model.classifier_kernel, training=training)
+            classifier_kernel=model.classifier_kernel, training=training,
+            low_level_features=features.get("low_level"))
         return tf.cast(logits, tf.float32)
 
     def pseudo_label_pass(self, batch):
