@@ -11,8 +11,13 @@ images much better than the run's head, the head is limited by its inputs, not b
 
 Scores are mIoU and the accuracy on foreground pixels at the decoder's resolution.
 
+`--resolution decoder` refits only a fresh head of that design (`make_sgc_head.resolution`:
+attention on the decoder's stride-4 grid with the low-level features), to ask whether finer
+inputs lift the limit.
+
 Run: `python benchmarks/probe_sgc_capacity.py --run_dir RUN --pattern 'DIR/train-*.tfrecord'
---split_file DIR/labelled_1_16.txt [--steps 600] [--learning_rate 0.01] [--seed 0]`.
+--split_file DIR/labelled_1_16.txt [--steps 600] [--learning_rate 0.01] [--seed 0]
+[--resolution backbone|decoder]`.
 """
 
 import argparse
@@ -33,8 +38,8 @@ def backbone_outputs(model, spec, num_classes, batch_size):
     """The frozen network's outputs that SGC reads, for every image of `spec`.
 
     Returns:
-      list of dicts (one per batch) with `final`, `penultimate`, `logits`, `label`, `valid`
-      and `class_labels`.
+      list of dicts (one per batch) with `final`, `penultimate`, `low_level`, `logits`,
+      `label`, `valid` and `class_labels`.
     """
     batches = []
     for batch in pipeline.eval_dataset(spec, num_classes, batch_size=batch_size):
@@ -42,6 +47,7 @@ def backbone_outputs(model, spec, num_classes, batch_size):
         outputs = model(batch["image"], training=False)
         batches.append({"final": outputs["features"]["final"],
                         "penultimate": outputs["features"]["penultimate"],
+                        "low_level": outputs["features"].get("low_level"),
                         "logits": tf.cast(outputs["logits"], tf.float32),
                         "label": batch["label"], "valid": batch["valid"],
                         "class_labels": tf.cast(batch["class_labels"], tf.float32)})
@@ -52,7 +58,8 @@ def head_logits(head, model, batch, training):
     """SGC logits of one batch, the Grad-CAM classes being the true ones."""
     logits, _ = sgc.sgc_logits(head, batch["final"], batch["penultimate"],
                                batch["class_labels"], valid=batch["valid"],
-                               classifier_kernel=model.classifier_kernel, training=training)
+                               classifier_kernel=model.classifier_kernel, training=training,
+                               low_level_features=batch["low_level"])
     return logits
 
 
@@ -97,6 +104,9 @@ def main():
     parser.add_argument("--learning_rate", type=float, default=0.01)
     parser.add_argument("--batch_size", type=int, default=25)
     parser.add_argument("--seed", type=int, default=0, help="the fresh head's initialisation")
+    parser.add_argument("--resolution", default="backbone", choices=sgc.SGCHead.RESOLUTIONS,
+                        help="the fresh head's make_sgc_head.resolution; 'decoder' refits only "
+                             "a fresh head (the run's own head has the backbone's)")
     args = parser.parse_args()
     keras.utils.set_random_seed(args.seed)
 
@@ -110,10 +120,12 @@ def main():
     print("| head | final L_sa | labelled mIoU | labelled foreground accuracy | "
           "validation mIoU | validation foreground accuracy |")
     print("| --- | --- | --- | --- | --- | --- |")
-    rows = [("the run's", None, head)]
-    fresh = sgc.make_sgc_head(num_classes)
+    fresh = sgc.make_sgc_head(num_classes, attention_dim=head.attention_dim,
+                              bn_momentum=head.output_bn.momentum, resolution=args.resolution)
     head_logits(fresh, model, labelled[0], False)  # Builds its variables.
-    rows += [("the run's, trained further", "refit", head), ("fresh", "refit", fresh)]
+    rows = [(f"fresh, resolution '{args.resolution}'", "refit", fresh)]
+    if args.resolution == head.resolution:
+        rows = [("the run's", None, head), ("the run's, trained further", "refit", head)] + rows
     for name, action, candidate in rows:
         loss = refit(candidate, model, labelled, args.steps, args.learning_rate) if action else None
         lab_miou, lab_fg = score(candidate, model, labelled, num_classes)
