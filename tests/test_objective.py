@@ -99,8 +99,11 @@ def test_decoder_resolution_sgc_head_is_built_and_trained_at_the_decoder_grid():
     objective = PseudoSegObjective(model, head, mode="semi")
     labelled, unlabelled = _batches(0)
     pseudo = objective.pseudo_label_pass(unlabelled)
-    # SGC logits on the decoder's own grid, so no resize sits between the two sources.
+    # The pass resizes SGC's logits to the decoder's grid; the head itself must run there too.
     assert pseudo["sgc_logits"].shape == pseudo["decoder_logits"].shape
+    head_logits = objective._sgc(model(unlabelled["image"], training=False),
+                                 tf.ones([BATCH, NUM_CLASSES - 1]), unlabelled["valid"], False)
+    assert head_logits.shape == pseudo["decoder_logits"].shape
     assert head.key.kernel.shape[2] > low_level_depth  # low-level + penultimate + final
     before = head.key.kernel.numpy()
     optimizer = keras.optimizers.SGD(learning_rate=0.05, momentum=0.9)

@@ -68,10 +68,8 @@ def _low_level(seed=0, batch=2, size=(9, 11)):
 def _head(seed=0, resolution="backbone"):
     head = sgc.make_sgc_head(NUM_CLASSES, attention_dim=ATTENTION_DIM, resolution=resolution)
     cams, penultimate, final, valid = _inputs()
-    if resolution == "decoder":
-        head(cams, [penultimate, final], valid, training=False, low_level=_low_level())
-    else:
-        head(cams, [penultimate, final], valid, training=False)
+    low_level = _low_level() if resolution == "decoder" else None
+    head(cams, [penultimate, final], valid, training=False, low_level=low_level)
     rng = np.random.default_rng(seed + 100)
     bn = head.output_bn
     bn.moving_mean.assign(rng.normal(size=NUM_CLASSES).astype(np.float32))

@@ -274,10 +274,6 @@ def sgc_logits(head, final_features, penultimate_features, image_labels, valid=N
 
     cams = gradcam_lib.gradcam(final_features, image_labels, classifier_kernel=classifier_kernel,
                                classify=classify)
-    if head.resolution == "decoder":
-        logits = head(cams, [penultimate_features, final_features], valid, training=training,
-                      low_level=tf.stop_gradient(low_level_features)
-                      if low_level_features is not None else None)
-    else:
-        logits = head(cams, [penultimate_features, final_features], valid, training=training)
+    logits = head(cams, [penultimate_features, final_features], valid, training=training,
+                  low_level=low_level_features)
     return logits, cams
