@@ -1,12 +1,15 @@
 """The EMA teacher of the online pseudo labels (`wss.method.ema_teacher`).
 
-Bound as `train.ema_teacher_decay`.
+Bound as `train.ema_teacher_decay` (and `train.teacher_checkpoint` for its start).
 
-Checked here: the update against a float64 numpy reference, that the weak-view pass runs on the
-teacher in inference mode, and the bindings' errors. In the training loop on 2 replicas
+Checked here: the update against a float64 numpy reference, that decay 1 freezes the
+teacher, that the weak-view pass runs on the teacher in inference mode, and the bindings'
+errors. In the training loop on 2 replicas
 (`test_training.test_modes_run_on_two_replicas_with_finite_losses[semi-0.75]`): every step
 applies the update, after the optimizer's, to the teacher that the checkpoints hold (a resumed
-run restores every object of its checkpoint, `checkpointing.restore_checkpoint`).
+run restores every object of its checkpoint, `checkpointing.restore_checkpoint`); in
+`test_training.test_frozen_teacher_starts_from_a_supervised_run`: a semi run with
+`train.teacher_checkpoint` and decay 1 keeps that run's weights as its teacher.
 """
 
 import keras
@@ -55,7 +58,19 @@ def test_update_follows_the_student_as_a_float64_reference():
     assert not np.allclose(ema.variables[0].numpy(), student.variables[0].numpy())
 
 
-@pytest.mark.parametrize("decay", [0.0, 1.0, -0.5, True])
+def test_decay_one_freezes_the_teacher():
+    student, student_head = _tiny_pair(0)
+    teacher, teacher_head = _tiny_pair(1)
+    ema = EmaTeacher(student, student_head, teacher, teacher_head, decay=1.0)
+    frozen = [v.numpy() for v in ema.variables]
+    for variable in student.variables + student_head.variables:
+        variable.assign(variable.numpy() + 1.0)
+    ema.update()
+    for t, f in zip(ema.variables, frozen):
+        np.testing.assert_array_equal(t.numpy(), f)
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.5, -0.5, True])
 def test_bad_decay_names_the_binding(decay):
     student, student_head = _tiny_pair(0)
     teacher, teacher_head = _tiny_pair(1)
@@ -112,3 +127,16 @@ def test_ema_teacher_in_supervised_mode_fails_naming_the_binding(tmp_path):
               extra=["train.ema_teacher_decay = 0.99"])
     with pytest.raises(ValueError, match="train.ema_teacher_decay"):
         trainer.train(str(tmp_path))
+
+
+@pytest.mark.parametrize("bindings, match", [
+    (["train.teacher_checkpoint = '/no/such/run'"], "starts the EMA teacher"),
+    (["train.teacher_checkpoint = '/no/such/run'", "train.ema_teacher_decay = 1.0"],
+     "no/such/run"),
+])
+def test_bad_teacher_checkpoint_in_semi_mode_names_the_binding(tmp_path, bindings, match):
+    # Checked before any data is read or pretraining built: the data directory need not exist.
+    configure(str(tmp_path / "no_data"), extra=bindings)
+    with pytest.raises(ValueError, match=match) as error:
+        trainer.train(str(tmp_path / "run"))
+    assert "train.teacher_checkpoint" in str(error.value)

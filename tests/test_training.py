@@ -205,6 +205,36 @@ def test_modes_run_on_two_replicas_with_finite_losses(tiny_data, tmp_path, mode,
     assert os.path.exists(tmp_path / experiment.CONFIG_FILENAME)
 
 
+def test_frozen_teacher_starts_from_a_supervised_run(tiny_data, tmp_path):
+    """`train.teacher_checkpoint` with `train.ema_teacher_decay = 1.0` in semi mode: the
+    teacher is the supervised run's model and SGC head, and stays so while the student
+    (from its own start, not the teacher) trains."""
+    configure(tiny_data, mode="supervised", steps=2)
+    trainer.train(str(tmp_path / "teacher"))
+    gin.clear_config()
+    configure(tiny_data, steps=2, extra=[
+        f"train.teacher_checkpoint = '{tmp_path / 'teacher'}'", "train.ema_teacher_decay = 1.0",
+        "make_strategy.devices = None"])
+    trainer.train(str(tmp_path / "student"))
+    supervised = experiment.build_models()
+    experiment.restore_models(str(tmp_path / "teacher"), *supervised)
+    student = experiment.build_models()
+    experiment.restore_models(str(tmp_path / "student"), *student)
+    teacher = experiment.build_models()
+    tf.train.Checkpoint(ema_teacher_model=experiment.VariableStore(teacher[0]),
+                        ema_teacher_sgc_head=experiment.VariableStore(teacher[1])).restore(
+        str(tmp_path / "student" / "ckpt-2")).expect_partial()
+    moved = 0
+    for part in (0, 1):  # The model, then the SGC head.
+        for s_var, t_var, own in zip(supervised[part].variables, teacher[part].variables,
+                                     student[part].variables):
+            if not np.issubdtype(s_var.numpy().dtype, np.floating):
+                continue  # Seed-generator states.
+            np.testing.assert_array_equal(t_var.numpy(), s_var.numpy(), err_msg=s_var.path)
+            moved += not np.allclose(own.numpy(), s_var.numpy())
+    assert moved > 0  # The student is another network: the comparison can fail.
+
+
 @pytest.mark.slow
 def test_supervised_overfits_four_images_and_evaluation_sees_it(tiny_data, tmp_path):
     """Four labelled images without scale augmentation: the model must fit them.

@@ -7,10 +7,17 @@ statistics) follows the student's after each optimizer step,
 
     teacher <- d * teacher + (1 - d) * student,
 
-as in Mean Teacher (Tarvainen & Valpola, 2017). The teacher runs in inference mode (BatchNorm
-on its moving statistics) and is never trained; it starts as an exact copy of the student
-(after the warm start) and is saved in the run's checkpoints, so a resumed run continues with
-the same teacher. Evaluation and export use the student, as without a teacher.
+as in Mean Teacher (Tarvainen & Valpola, 2017); `d = 1` freezes it. The teacher runs in
+inference mode (BatchNorm on its moving statistics) and is never trained; it starts as an exact
+copy of the student (after the warm start) and is saved in the run's checkpoints, so a resumed
+run continues with the same teacher. Evaluation and export use the student, as without a
+teacher.
+
+With `train.teacher_checkpoint` (a supervised run's log directory or checkpoint) the teacher
+starts from that run's model and SGC head instead of the student, and at `d = 1` it stays
+there: PseudoSeg's pseudo labels then come from a model trained on the labelled images alone,
+which the student's own confusions cannot move (the teacher of self-training, Zoph et al.,
+2020, the PseudoSeg paper's table 6, made online and with the paper's pseudo labels).
 
 Under `tf.distribute` the update runs in each replica after the optimizer's; the student's
 weights are the same on every replica, so the teacher's stay the same too (BatchNorm moving
@@ -30,18 +37,17 @@ class EmaTeacher:
       student_sgc_head: its SGC head.
       teacher_model: a DeepLab model built the same way (same configuration), not trained.
       teacher_sgc_head: an SGC head built the same way.
-      decay: the EMA decay `d` in (0, 1).
+      decay: the EMA decay `d` in (0, 1]; 1 freezes the teacher.
 
     Raises:
-      ValueError: for a decay outside (0, 1), naming the binding, or teacher models whose
+      ValueError: for a decay outside (0, 1], naming the binding, or teacher models whose
         variables do not match the student's one to one.
     """
 
     def __init__(self, student_model, student_sgc_head, teacher_model, teacher_sgc_head,
                  decay):
         self.decay = config_lib.check_number("train.ema_teacher_decay", decay, minimum=0,
-                                             maximum=1, exclusive_minimum=True,
-                                             exclusive_maximum=True)
+                                             maximum=1, exclusive_minimum=True)
         self.model = teacher_model
         self.sgc_head = teacher_sgc_head
         self._pairs = (_pair_variables(student_model, teacher_model, "model")
@@ -59,7 +65,10 @@ class EmaTeacher:
 
     def update(self):
         """One EMA step: `teacher <- decay * teacher + (1 - decay) * student` (float
-        variables; integer ones, random-number states, are left as they are)."""
+        variables; integer ones, random-number states, are left as they are). Nothing moves at
+        decay 1."""
+        if self.decay == 1.0:
+            return
         decay = tf.constant(self.decay, tf.float32)
         for student, teacher in self._pairs:
             if not tf.as_dtype(teacher.dtype).is_floating:

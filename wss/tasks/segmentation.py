@@ -46,9 +46,12 @@ class SegmentationTask(Task):
         labelled split's complement).
       palette: colour palette of image summaries.
       initialize_last_layer: also warm-start the logits layers (DeepLab's flag).
-      teacher_checkpoint: self-training: the supervised teacher's log directory or checkpoint.
+      teacher_checkpoint: self-training: the supervised teacher's log directory or checkpoint;
+        semi and weak modes with an EMA teacher: the run whose model and SGC head the teacher
+        starts from (else it starts from the student).
       ema_teacher_decay: semi and weak modes: 0 (pseudo labels from the model being trained)
-        or the decay of an EMA teacher that makes them (`wss.method.ema_teacher`).
+        or the decay of an EMA teacher that makes them (`wss.method.ema_teacher`; 1 freezes
+        it).
 
     Raises:
       ValueError: for an unknown mode, a mode other than supervised without unlabelled
@@ -171,6 +174,12 @@ class SegmentationTask(Task):
             self.ema_teacher = EmaTeacher(self.model, self.sgc_head, teacher_model,
                                           teacher_sgc_head, self.ema_teacher_decay)
             self.ema_teacher.copy_from_student()
+            if self.teacher_checkpoint:  # A supervised run's model (a resumed run's own
+                # checkpoint then restores the teacher it saved).
+                path = experiment.restore_models(self.teacher_checkpoint,
+                                                 self.ema_teacher.model,
+                                                 self.ema_teacher.sgc_head)
+                print(f"EMA teacher from {path} (train.teacher_checkpoint)", flush=True)
         self.objective = PseudoSegObjective(self.model, self.sgc_head, mode=self.mode,
                                             teacher=self.ema_teacher)
 
@@ -196,8 +205,8 @@ class SegmentationTask(Task):
 
         report = load_deeplab_checkpoint(self.model, path, skip_mismatch=True,
                                          skip_last_layer=not self.initialize_last_layer)
-        if self.ema_teacher is not None:  # The teacher starts from the warm-started student.
-            self.ema_teacher.copy_from_student()
+        if self.ema_teacher is not None and not self.teacher_checkpoint:
+            self.ema_teacher.copy_from_student()  # The teacher starts from the student.
         return report.summary()
 
     @property

@@ -59,12 +59,14 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
         `make_optimizer.loss_scale = True`): Keras's global policy during this call only.
         Steps whose loss-scaled gradients overflow are skipped and not counted.
       palette: colour palette of image summaries (`pascal` or `cityscapes`).
-      teacher_checkpoint: required in self-training mode (else unused): the log directory or
-        checkpoint of a supervised run whose model (this config's model bindings)
-        pseudo-labels the unlabelled images. The student still starts from `init_checkpoint`.
+      teacher_checkpoint: required in self-training mode: the log directory or checkpoint
+        of a supervised run whose model (this config's model bindings) pseudo-labels the
+        unlabelled images; the student still starts from `init_checkpoint`. In semi and weak
+        modes with `ema_teacher_decay > 0`: the run whose model and SGC head the EMA teacher
+        starts from (with decay 1, a frozen supervised teacher). Unused otherwise.
       ema_teacher_decay: 0 (the paper and reference: the weak view's pseudo label comes from
-        the model being trained) or a decay in (0, 1): semi and weak modes make it with an
-        EMA teacher instead (`wss.method.ema_teacher`, an extension).
+        the model being trained) or a decay in (0, 1]: semi and weak modes make it with an
+        EMA teacher instead (`wss.method.ema_teacher`, an extension); 1 freezes the teacher.
 
     Returns:
       dict of the last step's named losses (floats), `step`, `history` (the logged steps),
@@ -79,7 +81,7 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
     """
     _check_bindings(num_classes, labelled_batch_size, unlabelled_batch_size, crop_size)
     _check_teacher(mode, teacher_checkpoint, logdir)
-    _check_ema_teacher(mode, ema_teacher_decay)
+    _check_ema_teacher(mode, ema_teacher_decay, teacher_checkpoint)
     task = SegmentationTask(
         mode, num_classes, labelled_batch_size, unlabelled_batch_size, crop_size,
         labelled_pattern, labelled_split, unlabelled_pattern, unlabelled_split, palette,
@@ -107,13 +109,24 @@ def _check_bindings(num_classes, labelled_batch_size, unlabelled_batch_size, cro
     config_lib.check_size("train.crop_size", crop_size, minimum=MIN_CROP_SIZE)
 
 
-def _check_ema_teacher(mode, decay):
-    """Fails naming `train.ema_teacher_decay` for a bad value or a mode without one."""
-    config_lib.check_number("train.ema_teacher_decay", decay, minimum=0, maximum=1,
-                            exclusive_maximum=True)
+def _check_ema_teacher(mode, decay, teacher_checkpoint):
+    """Fails naming `train.ema_teacher_decay` for a bad value or a mode without one, or
+    `train.teacher_checkpoint` given in semi or weak mode without an EMA teacher to start."""
+    config_lib.check_number("train.ema_teacher_decay", decay, minimum=0, maximum=1)
     if decay > 0 and mode not in ONLINE_PSEUDO_LABEL_MODES:
         raise ValueError(f"train.ema_teacher_decay={decay!r}: an EMA teacher makes the online "
                          f"pseudo labels of train.mode 'semi' or 'weak', not {mode!r}")
+    if not teacher_checkpoint or mode not in ONLINE_PSEUDO_LABEL_MODES:
+        return
+    if decay == 0:
+        raise ValueError(f"train.teacher_checkpoint={teacher_checkpoint!r} in train.mode "
+                         f"{mode!r} starts the EMA teacher: bind train.ema_teacher_decay in "
+                         f"(0, 1] (1: a frozen teacher), or leave the checkpoint out")
+    try:  # Before any pretraining or data: a missing teacher fails at once.
+        experiment.latest_checkpoint_path(teacher_checkpoint)
+    except FileNotFoundError as error:
+        raise ValueError(f"train.teacher_checkpoint={teacher_checkpoint!r}: {error} (give the "
+                         f"log directory or a checkpoint path of a supervised run)") from None
 
 
 def _check_teacher(mode, teacher_checkpoint, logdir):
@@ -123,9 +136,10 @@ def _check_teacher(mode, teacher_checkpoint, logdir):
     reuses its labels without the teacher).
     """
     if mode != "self_training":
-        if teacher_checkpoint:
+        if teacher_checkpoint and mode not in ONLINE_PSEUDO_LABEL_MODES:
             logging.warning("train.teacher_checkpoint is only used with "
-                            "train.mode='self_training'; ignored in mode %r", mode)
+                            "train.mode='self_training' or an EMA teacher; ignored in mode %r",
+                            mode)
         return
     if not teacher_checkpoint:
         raise ValueError(
