@@ -11,9 +11,16 @@ Trained with `demo.gin` plus the `ground_truth` binding, the copy gives the mIoU
 labels with that share of objects confused would reach (`benchmarks/RESULTS.md`, tenth
 session).
 
+With `--teacher_labels LABELS` the unlabelled images' masks are instead those of a teacher:
+the `pseudo_labels/` directory that a self-training run writes (`demo_self_training.gin` with
+`train.teacher_checkpoint = 'SUPERVISED_RUN'`, `self_training.threshold = 0.0` and
+`train.num_steps = 1` writes the supervised run's argmax for every unlabelled image), so that
+the same training measures how far that teacher's labels, fixed, take L_u (`benchmarks/
+RESULTS.md`, twentieth session).
+
 Run: `python benchmarks/noisy_masks.py --data_dir DIR --output_dir OUT --rate 0.5`
-(needs scipy: `pip install -e ".[data]"`). Prints the share of objects relabelled
-and of foreground pixels whose class is still right.
+(needs scipy: `pip install -e ".[data]"`), or `--teacher_labels LABELS` instead of `--rate`.
+Prints the share of objects relabelled and of foreground pixels whose class is still right.
 """
 
 import argparse
@@ -56,8 +63,27 @@ def relabel_objects(mask, num_classes, rate, rng):
     return out, objects, relabelled
 
 
+def read_teacher_masks(directory):
+    """The encoded masks of a self-training run's pseudo-label records, by image id.
+
+    Raises:
+      ValueError: if `directory` holds no `train-*.tfrecord`.
+    """
+    shards = sorted(glob.glob(os.path.join(directory, "train-*.tfrecord")))
+    if not shards:
+        raise ValueError(f"--teacher_labels={directory}: no train-*.tfrecord (expected a "
+                         f"self-training run's pseudo_labels/ directory)")
+    masks = {}
+    for shard in shards:
+        for serialized in tf.data.TFRecordDataset(shard):
+            feature = tf.train.Example.FromString(serialized.numpy()).features.feature
+            image_id = records.image_id(feature[records.IMAGE_FILENAME].bytes_list.value[0])
+            masks[image_id] = feature[records.MASK_ENCODED].bytes_list.value[0]
+    return masks
+
+
 def write_noisy_copy(data_dir, output_dir, rate, seed=0, labelled_split="labelled_1_16.txt",
-                     num_classes=None):
+                     num_classes=None, teacher_masks=None):
     """Writes the copy; returns counts `{objects, relabelled, foreground, foreground_right}`.
 
     Args:
@@ -68,6 +94,8 @@ def write_noisy_copy(data_dir, output_dir, rate, seed=0, labelled_split="labelle
       seed: seed of the relabelling draws.
       labelled_split: split file (in `data_dir`) of the images whose masks stay true.
       num_classes: classes including background; default `metadata.json`'s.
+      teacher_masks: None, or encoded masks by image id (`read_teacher_masks`) that replace
+        the unlabelled images' masks instead of the relabelling (`rate` is then unused).
 
     Raises:
       ValueError: for a rate outside [0, 1], an output directory equal to the input, fewer
@@ -108,7 +136,15 @@ def write_noisy_copy(data_dir, output_dir, rate, seed=0, labelled_split="labelle
                 if image_id not in labelled and records.MASK_ENCODED in feature:
                     encoded = feature[records.MASK_ENCODED].bytes_list.value[0]
                     mask = tf.io.decode_png(encoded, channels=1)[..., 0].numpy()
-                    noisy, objects, relabelled = relabel_objects(mask, num_classes, rate, rng)
+                    if teacher_masks is None:
+                        noisy, objects, relabelled = relabel_objects(mask, num_classes, rate,
+                                                                     rng)
+                    elif image_id in teacher_masks:
+                        noisy = tf.io.decode_png(teacher_masks[image_id],
+                                                 channels=1)[..., 0].numpy()
+                        objects = relabelled = 0
+                    else:
+                        raise ValueError(f"--teacher_labels: no pseudo label for {image_id}")
                     foreground = (mask > 0) & (mask != records.IGNORE_LABEL)
                     counts["objects"] += objects
                     counts["relabelled"] += relabelled
@@ -130,16 +166,20 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--rate", type=float, required=True)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--rate", type=float)
+    what.add_argument("--teacher_labels", help="a self-training run's pseudo_labels/ directory")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--labelled_split", default="labelled_1_16.txt")
     parser.add_argument("--num_classes", type=int, default=None)
     args = parser.parse_args()
-    counts = write_noisy_copy(args.data_dir, args.output_dir, args.rate, args.seed,
-                              args.labelled_split, args.num_classes)
+    teacher_masks = read_teacher_masks(args.teacher_labels) if args.teacher_labels else None
+    counts = write_noisy_copy(args.data_dir, args.output_dir, args.rate or 0.0, args.seed,
+                              args.labelled_split, args.num_classes, teacher_masks)
     print("| rate | objects | relabelled | foreground pixels with the right class |")
     print("| --- | --- | --- | --- |")
-    print(f"| {args.rate} | {counts['objects']} | {counts['relabelled']} | "
+    source = f"teacher {args.teacher_labels}" if args.teacher_labels else args.rate
+    print(f"| {source} | {counts['objects']} | {counts['relabelled']} | "
           f"{100 * counts['foreground_right'] / max(counts['foreground'], 1):.1f}% |")
 
 

@@ -109,3 +109,27 @@ def test_bad_arguments_are_named(noisy_masks, tmp_path):
         noisy_masks.write_noisy_copy(source, source, rate=0.5)
     with pytest.raises(ValueError, match="num_classes"):
         noisy_masks.write_noisy_copy(source, str(tmp_path / "out"), rate=0.5, num_classes=2)
+
+
+def test_teacher_labels_replace_the_unlabelled_masks_only(noisy_masks, tmp_path):
+    source, target, labels_dir = (str(tmp_path / name) for name in ("in", "out", "labels"))
+    _write_dataset(source)
+    teacher = {"un1": np.full((8, 8), 2, np.uint8), "un2": MASKS["un2"]}
+    os.makedirs(labels_dir)
+    image = np.zeros((8, 8, 3), np.uint8)
+    records.write_records([records.encode_example(image, name, mask=mask, image_format="png",
+                                                  num_classes=NUM_CLASSES)
+                           for name, mask in teacher.items()],
+                          os.path.join(labels_dir, "train"), num_shards=1)
+    masks = noisy_masks.read_teacher_masks(labels_dir)
+    assert sorted(masks) == ["un1", "un2"]
+    counts = noisy_masks.write_noisy_copy(source, target, rate=0.0, teacher_masks=masks)
+    # un1: 8 foreground pixels, none of class 2; un2: 4, all right.
+    assert counts["foreground"] == 12 and counts["foreground_right"] == 4
+    examples = _read(target)
+    np.testing.assert_array_equal(_mask_and_labels(examples["lab"])[0], MASKS["lab"])
+    mask, labels = _mask_and_labels(examples["un1"])
+    np.testing.assert_array_equal(mask, teacher["un1"])
+    np.testing.assert_array_equal(labels, [2])  # The image labels follow the new mask.
+    with pytest.raises(ValueError, match="teacher_labels"):
+        noisy_masks.read_teacher_masks(str(tmp_path / "in" / "missing"))
