@@ -20,7 +20,7 @@ from wss import experiment
 from wss.data import synthetic
 from wss.evaluation import evaluator as evaluation
 from wss.tasks.segmentation import SegmentationTask
-from wss.training import trainer
+from wss.training import checkpointing, trainer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -233,6 +233,12 @@ def test_frozen_teacher_starts_from_a_supervised_run(tiny_data, tmp_path):
             np.testing.assert_array_equal(t_var.numpy(), s_var.numpy(), err_msg=s_var.path)
             moved += not np.allclose(own.numpy(), s_var.numpy())
     assert moved > 0  # The student is another network: the comparison can fail.
+    gin.clear_config()  # A teacher of another model fails naming the binding.
+    configure(tiny_data, steps=2, extra=[
+        f"train.teacher_checkpoint = '{tmp_path / 'teacher'}'", "train.ema_teacher_decay = 1.0",
+        "build_deeplab.middle_flow_units = 2", "make_strategy.devices = None"])
+    with pytest.raises(checkpointing.CheckpointError, match="train.teacher_checkpoint"):
+        trainer.train(str(tmp_path / "other"))
 
 
 @pytest.mark.slow

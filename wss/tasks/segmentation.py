@@ -176,12 +176,22 @@ class SegmentationTask(Task):
             self.ema_teacher.copy_from_student()
             if self.teacher_checkpoint:  # A supervised run's model (a resumed run's own
                 # checkpoint then restores the teacher it saved).
-                path = experiment.restore_models(self.teacher_checkpoint,
-                                                 self.ema_teacher.model,
-                                                 self.ema_teacher.sgc_head)
-                print(f"EMA teacher from {path} (train.teacher_checkpoint)", flush=True)
+                self._restore_teacher()
         self.objective = PseudoSegObjective(self.model, self.sgc_head, mode=self.mode,
                                             teacher=self.ema_teacher)
+
+    def _restore_teacher(self):
+        """Loads `teacher_checkpoint` into the EMA teacher, naming the binding on failure."""
+        from wss.training import checkpointing
+
+        try:
+            path = experiment.restore_models(self.teacher_checkpoint, self.ema_teacher.model,
+                                             self.ema_teacher.sgc_head)
+        except checkpointing.CheckpointError as error:
+            raise type(error)(f"train.teacher_checkpoint: {error}. The EMA teacher is built "
+                              "with this run's model bindings, so the supervised run must "
+                              "have been trained with the same model.") from error
+        print(f"EMA teacher from {path} (train.teacher_checkpoint)", flush=True)
 
     @property
     def trainable_variables(self):
