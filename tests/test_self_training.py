@@ -139,7 +139,7 @@ def test_labels_are_made_once_reused_and_redone_after_an_interrupted_write(
         return LinearTeacher(num_classes)
 
     monkeypatch.setattr(self_training, "_load_teacher", load_teacher)
-    monkeypatch.setattr(self_training, "_resolve_teacher", lambda path: path + "/ckpt-7")
+    monkeypatch.setattr(self_training, "resolve_teacher", lambda path: path + "/ckpt-7")
     spec = unlabelled_spec(tiny_data)
     directory = str(tmp_path / "pseudo_labels")
 

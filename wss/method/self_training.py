@@ -188,7 +188,7 @@ def _describe(summary):
     return text
 
 
-def _resolve_teacher(teacher_checkpoint):
+def resolve_teacher(teacher_checkpoint):
     """The teacher's checkpoint prefix; a missing one fails naming the binding."""
     from wss import experiment
 
@@ -335,6 +335,6 @@ def prepare_pseudo_labels(output_dir, teacher_checkpoint, spec, num_classes, chi
         print(f"Reusing the pseudo labels in {output_dir} (teacher "
               f"{marker['teacher_checkpoint_path']}): {_describe(marker)}", flush=True)
         return marker
-    checkpoint = _resolve_teacher(teacher_checkpoint)
+    checkpoint = resolve_teacher(teacher_checkpoint)
     return _make_pseudo_labels(output_dir, checkpoint, spec, num_classes, settings, threshold,
                                scales, flip, num_shards)

@@ -16,6 +16,7 @@ from absl import logging
 from wss import config as config_lib
 from wss import experiment
 from wss.evaluation import evaluator as evaluation
+from wss.method import self_training
 from wss.method.objective import ONLINE_PSEUDO_LABEL_MODES
 from wss.tasks.segmentation import SegmentationTask
 from wss.training import loop
@@ -122,11 +123,8 @@ def _check_ema_teacher(mode, decay, teacher_checkpoint):
         raise ValueError(f"train.teacher_checkpoint={teacher_checkpoint!r} in train.mode "
                          f"{mode!r} starts the EMA teacher: bind train.ema_teacher_decay in "
                          f"(0, 1] (1: a frozen teacher), or leave the checkpoint out")
-    try:  # Before any pretraining or data: a missing teacher fails at once.
-        experiment.latest_checkpoint_path(teacher_checkpoint)
-    except FileNotFoundError as error:
-        raise ValueError(f"train.teacher_checkpoint={teacher_checkpoint!r}: {error} (give the "
-                         f"log directory or a checkpoint path of a supervised run)") from None
+    # Before any pretraining or data: a missing teacher fails at once, naming the binding.
+    self_training.resolve_teacher(teacher_checkpoint)
 
 
 def _check_teacher(mode, teacher_checkpoint, logdir):
