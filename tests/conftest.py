@@ -5,9 +5,15 @@ at import time of this conftest, which pytest loads before any test module.
 """
 
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# Tests never read or write the user's cache (`wss.cache`): whatever a test caches (a teacher
+# that a supervised run shares, a generated set) goes to a directory of this session.
+_CACHE_DIR = tempfile.mkdtemp(prefix="wss_test_cache_")
+os.environ["WSS_CACHE_DIR"] = _CACHE_DIR
 
 import gin  # noqa: E402
 import pytest  # noqa: E402
@@ -37,6 +43,7 @@ _EXIT_STATUS = {"status": 0}
 
 def pytest_sessionfinish(session, exitstatus):
     _EXIT_STATUS["status"] = int(exitstatus)
+    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 def pytest_unconfigure(config):

@@ -57,6 +57,9 @@ def bindings(data_dir, steps=2, extra=()):
         "make_strategy.devices = ['/cpu:0']",
         "evaluate_checkpoint.class_names = None",
         "after_training.evaluate = False",
+        "train.teacher_checkpoint = None",  # demo.gin's teacher stage: not in supervised runs.
+        "train.ema_teacher_decay = 0.0",
+        "train.share_as_teacher = False",
         *extra,
     ]
 

@@ -54,6 +54,13 @@ def tiny_bindings(data_dir, mode="semi", steps=3, extra=()):
         "StrongViewConfig.cutout_size = 8",
         "make_strategy.devices = ['/cpu:0', '/cpu:1']",
         "evaluate_checkpoint.class_names = None",
+        # The paper's one-stage loop, without demo.gin's supervised teacher stage (which
+        # tests/test_teacher_stage.py covers): the model being trained makes the fused labels.
+        "train.teacher_checkpoint = None",
+        "train.ema_teacher_decay = 0.0",
+        "train.share_as_teacher = False",
+        "PseudoLabelConfig.source = 'fusion'",
+        "PseudoLabelConfig.soft = True",
         *extra,
     ]
 

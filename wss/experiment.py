@@ -36,6 +36,7 @@ _CONFIGURABLE_MODULES = (
     "wss.training.strategy",
     "wss.method.objective",
     "wss.method.self_training",
+    "wss.method.teacher_stage",
     "wss.experiment",
     "wss.training.trainer",
     "wss.tasks.pretraining",

@@ -78,6 +78,7 @@ class SegmentationTask(Task):
         self.unlabelled_batch_size = unlabelled_batch_size
         self.crop_size = crop_size
         self.labelled_spec = pipeline.make_spec(labelled_pattern, labelled_split)
+        self._labelled_source = (labelled_pattern, labelled_split)
         self.unlabelled_spec = None
         if mode != "supervised":
             same_records = unlabelled_pattern == labelled_pattern and not unlabelled_split
@@ -117,11 +118,19 @@ class SegmentationTask(Task):
                                     evaluation.configured_eval_spec())
 
     def prepare(self, logdir, chief):
-        """Checks the splits; self-training: makes or reuses the teacher's pseudo labels.
+        """Checks the splits; trains a teacher stage; self-training: makes or reuses the
+        teacher's pseudo labels.
 
-        See `wss.method.self_training.prepare_pseudo_labels` (gin: `self_training.threshold`, ...).
+        A callable `teacher_checkpoint` (`@supervised_teacher`, `wss.method.teacher_stage`) is
+        called here, after the split checks, with the labelled data, and replaced by the
+        directory it returns. See `wss.method.self_training.prepare_pseudo_labels` (gin:
+        `self_training.threshold`, ...).
         """
         self.check_splits()
+        if callable(self.teacher_checkpoint) and self.mode != "supervised":
+            pattern, split = self._labelled_source
+            self.teacher_checkpoint = self.teacher_checkpoint(labelled_pattern=pattern,
+                                                              labelled_split=split)
         if self.self_training:
             from wss.method import self_training
 

@@ -16,7 +16,7 @@ from absl import logging
 from wss import config as config_lib
 from wss import experiment
 from wss.evaluation import evaluator as evaluation
-from wss.method import self_training
+from wss.method import self_training, teacher_stage
 from wss.method.objective import ONLINE_PSEUDO_LABEL_MODES
 from wss.tasks.segmentation import SegmentationTask
 from wss.training import loop
@@ -31,7 +31,7 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
           checkpoint_every=1000, max_to_keep=3, init_checkpoint=None,
           initialize_last_layer=False, seed=None, deterministic=False,
           mixed_precision_policy=None, palette="pascal", steps_per_run=None,
-          teacher_checkpoint=None, ema_teacher_decay=0.0):
+          teacher_checkpoint=None, ema_teacher_decay=0.0, share_as_teacher=False):
     """Trains PseudoSeg (or a baseline) and returns the final step's losses.
 
     Args:
@@ -64,10 +64,16 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
         of a supervised run whose model (this config's model bindings) pseudo-labels the
         unlabelled images; the student still starts from `init_checkpoint`. In semi and weak
         modes with `ema_teacher_decay > 0`: the run whose model and SGC head the EMA teacher
-        starts from (with decay 1, a frozen supervised teacher). Unused otherwise.
+        starts from (with decay 1, a frozen supervised teacher). Unused otherwise. Either may
+        be a function of `labelled_pattern` and `labelled_split` that returns one, called
+        after the split checks (also on resume): `@supervised_teacher` trains this config's
+        supervised run once and caches it (`wss.method.teacher_stage`).
       ema_teacher_decay: 0 (the paper and reference: the weak view's pseudo label comes from
         the model being trained) or a decay in (0, 1]: semi and weak modes make it with an
         EMA teacher instead (`wss.method.ema_teacher`, an extension); 1 freezes the teacher.
+      share_as_teacher: supervised mode: once the run has finished, add its final checkpoint
+        to the cache as the teacher that `@supervised_teacher` would train for a run with the
+        same bindings (`wss.method.teacher_stage.share_supervised_run`).
 
     Returns:
       dict of the last step's named losses (floats), `step`, `history` (the logged steps),
@@ -81,6 +87,7 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
       wss.training.rundir.LogdirLockedError: when another process trains into `logdir`.
     """
     _check_bindings(num_classes, labelled_batch_size, unlabelled_batch_size, crop_size)
+    config_lib.check_bool("train.share_as_teacher", share_as_teacher)
     _check_teacher(mode, teacher_checkpoint, logdir)
     _check_ema_teacher(mode, ema_teacher_decay, teacher_checkpoint)
     task = SegmentationTask(
@@ -95,7 +102,10 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
         deterministic=deterministic, mixed_precision_policy=mixed_precision_policy,
         steps_per_run=steps_per_run, strategy=strategy)
     loop.check_options(options, "train")
-    return loop.run(task, logdir, options)
+    result = loop.run(task, logdir, options)
+    if share_as_teacher and mode == "supervised" and result["finished"] and result["chief"]:
+        teacher_stage.share_supervised_run(logdir, labelled_pattern, labelled_split)
+    return result
 
 
 # A crop side below this leaves at most one feature pixel at output stride 16.
@@ -123,6 +133,8 @@ def _check_ema_teacher(mode, decay, teacher_checkpoint):
         raise ValueError(f"train.teacher_checkpoint={teacher_checkpoint!r} in train.mode "
                          f"{mode!r} starts the EMA teacher: bind train.ema_teacher_decay in "
                          f"(0, 1] (1: a frozen teacher), or leave the checkpoint out")
+    if callable(teacher_checkpoint):  # A stage that trains the teacher (after split checks).
+        return
     # Before any pretraining or data: a missing teacher fails at once, naming the binding.
     self_training.resolve_teacher(teacher_checkpoint)
 
@@ -144,8 +156,11 @@ def _check_teacher(mode, teacher_checkpoint, logdir):
             "train.mode='self_training' needs train.teacher_checkpoint: the log directory (or "
             "a checkpoint path) of a supervised run on the labelled images, e.g. "
             "--gin_bindings=\"train.teacher_checkpoint='runs/demo_supervised'\"")
+    if callable(teacher_checkpoint):  # E.g. @supervised_teacher: a cache entry of its own.
+        return
     if not isinstance(teacher_checkpoint, str):
-        raise ValueError(f"train.teacher_checkpoint={teacher_checkpoint!r}: expected a path")
+        raise ValueError(f"train.teacher_checkpoint={teacher_checkpoint!r}: expected a path "
+                         f"or a function that returns one (e.g. @supervised_teacher)")
     if "://" not in teacher_checkpoint and "://" not in logdir:
         teacher = os.path.realpath(teacher_checkpoint)
         own = os.path.realpath(logdir)

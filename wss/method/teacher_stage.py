@@ -1,0 +1,228 @@
+"""The supervised teacher stage: a frozen teacher for PseudoSeg, trained once and cached.
+
+`train.teacher_checkpoint = @supervised_teacher` (without parentheses) with
+`train.ema_teacher_decay = 1.0` makes a semi (or weak) run take its online pseudo labels from a
+frozen supervised model of the same data, seed and model: before the run trains, the teacher
+stage trains that model with this run's own config in `train.mode = 'supervised'` (in a
+`python -m wss.train` subprocess whose progress is printed) into the cache (`wss.cache`), and
+later runs with the same teacher reuse it. This is `demo.gin`'s recipe (an extension of the
+paper's one-stage loop; the README says why and what it measured).
+
+The cache entry is named by `teacher_cache_name`: a hash of the teacher's config (this run's
+gin bindings with the supervised overrides below, less the bindings a supervised run does not
+read), of the labelled data's files and of the `wss` version. A supervised run with the same
+bindings (`demo_supervised.gin` with the same `--gin_bindings`) trains the same teacher: with
+`train.share_as_teacher = True` (demo configs) it adds its final checkpoint to the cache, so
+that running the supervised baseline first makes the PseudoSeg run's teacher stage free.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import gin
+import tensorflow as tf
+from gin import config_parser
+
+from wss import cache
+from wss import config as config_lib
+
+# The bindings that make a run's config its supervised teacher's.
+TEACHER_OVERRIDES = (
+    "train.mode = 'supervised'",
+    "train.teacher_checkpoint = None",
+    "train.ema_teacher_decay = 0.0",
+    "train.share_as_teacher = False",
+    "after_training.export = False",
+)
+
+# Bindings that do not change a supervised run's final weights, left out of the cache key so
+# that a semi run and the supervised run of the same data share one teacher: the unlabelled
+# stream and its pseudo labels, logging, checkpoint cadence, evaluation and export. A binding
+# not listed here is in the key (so an unlisted one that does not matter only costs a retrain).
+_KEY_IGNORES_CONFIGURABLES = frozenset({
+    "PseudoLabelConfig", "StrongViewConfig", "unlabelled_dataset", "after_training",
+    "evaluate_checkpoint"})
+_KEY_IGNORES_SCOPES = frozenset({"unlabelled", "unlabelled_split", "val"})
+_KEY_IGNORES_PARAMETERS = frozenset({
+    ("train", "unlabelled_batch_size"), ("train", "unlabelled_pattern"),
+    ("train", "unlabelled_split"), ("train", "log_every"), ("train", "summary_every"),
+    ("train", "image_summary_every"), ("train", "checkpoint_every"), ("train", "max_to_keep"),
+    ("train", "share_as_teacher"), ("PseudoSegObjective", "unlabelled_weight")})
+
+_MARKER = "teacher.json"
+
+
+def _statements(text, source):
+    """{(scope, configurable, parameter): repr(value)} of gin `text`, the last binding winning.
+
+    Raises:
+      SyntaxError: naming `source` when gin cannot parse `text`.
+    """
+    try:
+        parsed = list(config_parser.ConfigParser(text, config_lib.PlainValues()))
+    except SyntaxError as error:
+        raise SyntaxError(f"cannot parse {source}: {error}") from error
+    bindings = {}
+    for statement in parsed:
+        if isinstance(statement, config_parser.BindingStatement):
+            configurable = statement.selector.rsplit(".", 1)[-1]
+            bindings[(statement.scope or "", configurable, statement.arg_name)] = repr(
+                statement.value)
+    return bindings
+
+
+def _in_key(scope, configurable, parameter):
+    scopes = set(scope.split("/")) if scope else set()
+    return not (configurable in _KEY_IGNORES_CONFIGURABLES
+                or scopes & _KEY_IGNORES_SCOPES
+                or (configurable, parameter) in _KEY_IGNORES_PARAMETERS)
+
+
+def data_fingerprint(labelled_pattern, labelled_split):
+    """What the teacher's cache key knows of its labelled data.
+
+    Args:
+      labelled_pattern: the labelled TFRecords' pattern (`train.labelled_pattern`), or a source
+        object (its `repr` is used).
+      labelled_split: the split file (`train.labelled_split`) or None.
+
+    Returns:
+      A list of strings: each TFRecord's path, size and modification time and the split
+      file's path and SHA-256 (so data rewritten in place trains a new teacher).
+    """
+    if not isinstance(labelled_pattern, str):
+        return [repr(labelled_pattern), repr(labelled_split)]
+    parts = []
+    for path in sorted(tf.io.gfile.glob(labelled_pattern)):
+        stat = tf.io.gfile.stat(path)
+        parts.append(f"{os.path.abspath(path)} {stat.length} {stat.mtime_nsec}")
+    if labelled_split:
+        with tf.io.gfile.GFile(labelled_split, "rb") as f:
+            parts.append(f"{os.path.abspath(labelled_split)} "
+                         f"{hashlib.sha256(f.read()).hexdigest()}")
+    return parts
+
+
+def teacher_cache_name(config_text, fingerprint):
+    """The cache entry name of the supervised teacher of the run whose config is `config_text`.
+
+    Args:
+      config_text: the run's gin config (`gin.config_str()`), in any mode.
+      fingerprint: `data_fingerprint(...)` of its labelled data.
+
+    Returns:
+      `teacher_<12 hex digits>`: equal for a semi run and the supervised run that differs from
+      it only in `TEACHER_OVERRIDES` and in bindings left out of the key.
+    """
+    import wss
+
+    bindings = _statements(config_text, "the run's gin config")
+    bindings.update(_statements("\n".join(TEACHER_OVERRIDES), "the teacher overrides"))
+    digest = hashlib.sha256()
+    for key in sorted(k for k in bindings if _in_key(*k)):
+        digest.update(f"{key} = {bindings[key]}".encode() + b"\0")
+    for text in list(fingerprint) + [wss.__version__]:
+        digest.update(text.encode() + b"\0")
+    return f"teacher_{digest.hexdigest()[:12]}"
+
+
+@gin.configurable
+def supervised_teacher(labelled_pattern, labelled_split, cache_dir=None):
+    """Trains this run's supervised teacher once (cached) and returns its directory.
+
+    Bound without parentheses (`train.teacher_checkpoint = @supervised_teacher`): `train` calls
+    it with its labelled data before it builds anything.
+
+    Args:
+      labelled_pattern: the run's `train.labelled_pattern`.
+      labelled_split: the run's `train.labelled_split`.
+      cache_dir: the cache root (default: `wss.cache.default_cache_dir()`).
+
+    Returns:
+      The cached teacher's log directory (its final checkpoint is the teacher).
+
+    Raises:
+      RuntimeError: if the teacher's training fails (its output, printed above, says why).
+    """
+    config_text = gin.config_str()
+    name = teacher_cache_name(config_text, data_fingerprint(labelled_pattern, labelled_split))
+    final_dir = cache.entry_dir(name, cache_dir)
+    built = []
+
+    def build(directory):
+        config_path = os.path.join(directory, "teacher_stage.gin")
+        with open(config_path, "w") as f:
+            f.write(config_text)
+        command = ([sys.executable, "-m", "wss.train", f"--gin_file={config_path}",
+                    f"--logdir={directory}"]
+                   + [f"--gin_bindings={binding}" for binding in TEACHER_OVERRIDES])
+        print(f"Supervised teacher stage: training this run's config in train.mode="
+              f"'supervised' once, in {directory}; when it finishes it is moved to the cache "
+              f"as {final_dir}", flush=True)
+        if subprocess.run(command, check=False).returncode != 0:
+            raise RuntimeError(f"the supervised teacher stage failed: {' '.join(command)}")
+        _write_marker(directory, source="teacher stage")
+        built.append(directory)
+
+    directory = cache.ensure_cached(name, build, marker=_MARKER, cache_dir=cache_dir)
+    if built:
+        print(f"Supervised teacher, cached: {directory}", flush=True)
+    else:
+        print(f"Supervised teacher from the cache: {directory} ({_describe(directory)})",
+              flush=True)
+    return directory
+
+
+def share_supervised_run(logdir, labelled_pattern, labelled_split, cache_dir=None):
+    """Adds a finished supervised run's final checkpoint to the cache as a teacher.
+
+    Called by `train` after a supervised run with `train.share_as_teacher = True`. An entry
+    already cached is left as it is.
+
+    Args:
+      logdir: the supervised run's log directory.
+      labelled_pattern, labelled_split: its labelled data.
+      cache_dir: the cache root (default: `wss.cache.default_cache_dir()`).
+
+    Returns:
+      The cache entry's directory.
+    """
+    from wss import experiment
+
+    name = teacher_cache_name(gin.config_str(),
+                              data_fingerprint(labelled_pattern, labelled_split))
+    checkpoint = experiment.latest_checkpoint_path(logdir)
+
+    def build(directory):
+        for path in tf.io.gfile.glob(checkpoint + ".*"):
+            shutil.copy(path, directory)
+        prefix = os.path.basename(checkpoint)
+        with open(os.path.join(directory, "checkpoint"), "w") as f:
+            f.write(f'model_checkpoint_path: "{prefix}"\n'
+                    f'all_model_checkpoint_paths: "{prefix}"\n')
+        _write_marker(directory, source=os.path.abspath(logdir))
+
+    directory = cache.ensure_cached(name, build, marker=_MARKER, cache_dir=cache_dir)
+    print(f"Cached as the supervised teacher of PseudoSeg runs with the same bindings: "
+          f"{directory}", flush=True)
+    return directory
+
+
+def _write_marker(directory, source):
+    with open(os.path.join(directory, _MARKER + ".tmp"), "w") as f:
+        json.dump({"source": source, "checkpoint": os.path.basename(
+            tf.train.latest_checkpoint(directory) or "")}, f)
+    os.replace(os.path.join(directory, _MARKER + ".tmp"), os.path.join(directory, _MARKER))
+
+
+def _describe(directory):
+    try:
+        with open(os.path.join(directory, _MARKER)) as f:
+            return f"from {json.load(f)['source']}"
+    except (OSError, ValueError, KeyError):
+        return "no record of its source"
+
