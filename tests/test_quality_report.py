@@ -286,22 +286,25 @@ def _fake_tables(suite, root):
         ("self_training", "1_8"): (0.33, 0.35), ("pseudoseg_image_labels", "1_16"): (0.33, 0.39),
         ("pseudoseg_image_labels", "1_8"): (0.38, None), ("decoder_only", "1_16"): (0.29, 0.31),
         ("decoder_only", "1_8"): (0.20, 0.20), ("sgc_only", "1_16"): (0.10, 0.10),
-        ("sgc_only", "1_8"): (0.10, 0.10)}
+        ("sgc_only", "1_8"): (0.10, 0.10), ("fusion", "1_16"): (0.30, 0.34),
+        ("fusion", "1_8"): (0.28, 0.29)}
     for (method, split), values in figures.items():
         for seed, miou in enumerate(values):
             if miou is None:
                 continue
             ece = ({"decoder": 0.10 + seed / 100, "sgc": 0.03, "fused": 0.40}
-                   if method == "pseudoseg" and split == "1_16" else
-                   {"decoder": 0.10, "sgc": 0.05, "fused": 0.02} if method == "pseudoseg"
+                   if method in ("pseudoseg", "fusion") and split == "1_16" else
+                   {"decoder": 0.10, "sgc": 0.05, "fused": 0.02}
+                   if method in ("pseudoseg", "fusion")
                    else None)
             _fake_cell(suite, root, suite.grids.Cell(RC, method, split, seed), miou, ece=ece)
 
 
 def test_report_tables_gap_closure_and_orderings(quality, suite, tmp_path):
     _fake_tables(suite, tmp_path)
+    methods = ",".join(suite.grids.DEFAULT_METHODS + ("fusion",))
     plan = _plan(quality, tmp_path, "--grid=full", f"--datasets={RC}", "--seeds=0,1",
-                 "--sweep_seeds=")
+                 "--sweep_seeds=", f"--methods={methods}")
     results = suite.tables.Results(plan.root, plan.cells, 1500)
     text = suite.report.report(plan, results, {})
     table5, table6 = (text.split(f"(the paper's table {n})")[1].split("\n\n")[1]
@@ -309,9 +312,9 @@ def test_report_tables_gap_closure_and_orderings(quality, suite, tmp_path):
     rows5 = {line.split(" | ")[0].lstrip("| "): line for line in table5.splitlines()}
     # Gap closed against supervised at the same fraction: 1/16 (32 - 21) / (41 - 21) = 55%;
     # 1/8 (28.5 - 30) / (41 - 30) = -14%.
-    assert rows5["PseudoSeg (fusion of decoder and SGC)"] == (
-        "| PseudoSeg (fusion of decoder and SGC) | 32.00 (30.00-34.00) | 55% | "
-        "28.50 (28.00-29.00) | -14% |")
+    demo_row = "PseudoSeg as demo.gin has it (frozen teacher, decoder, hard labels)"
+    assert rows5[demo_row] == (
+        f"| {demo_row} | 32.00 (30.00-34.00) | 55% | 28.50 (28.00-29.00) | -14% |")
     assert rows5["supervised, the fraction's labels only"].endswith(
         "| 0% | 30.00 (30.00-30.00) | 0% |")
     assert rows5["supervised, all labels"] == ("| supervised, all labels | 41.00 (40.00-42.00) "
@@ -321,13 +324,13 @@ def test_report_tables_gap_closure_and_orderings(quality, suite, tmp_path):
     assert "self-training" not in table6 and "self-training" in table5
     assert text.index("## random_colours") < text.index("table 5") < text.index("table 6")
     # ECE in %, the fused distribution before sharpening.
-    assert ("| random_colours | 1/16 | PseudoSeg (fusion) | 10.5 (10.0-11.0) | 3.0 (3.0-3.0) | "
-            "40.0 (40.0-40.0) | - |") in text
+    assert ("| random_colours | 1/16 | PseudoSeg (demo.gin: frozen teacher, decoder) | "
+            "10.5 (10.0-11.0) | 3.0 (3.0-3.0) | 40.0 (40.0-40.0) | - |") in text
     # The orderings, per fraction, on the means.
     claims = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:]
               for line in text.split("## The paper's orderings")[1].splitlines()
               if line.startswith("| ") and "claim" not in line}
-    assert claims["PseudoSeg (fusion) beats supervised"] == [
+    assert claims["PseudoSeg beats supervised"] == [
         "holds: 32.00 > 21.00, ranges apart", "fails: 28.50 < 30.00, ranges apart",
         "holds in 1 of 2 |"]
     assert claims["PseudoSeg beats self-training"][:2] == [
@@ -338,14 +341,14 @@ def test_report_tables_gap_closure_and_orderings(quality, suite, tmp_path):
         "holds: 32.00 > 30.00, ranges overlap", "holds: 28.50 > 20.00, ranges apart",
         "holds in 2 of 2 |"]
     assert claims["fusion beats SGC-only pseudo labels"][2] == "holds in 2 of 2 |"
-    assert claims["fused pseudo labels have the lowest ECE (PseudoSeg runs)"] == [
+    assert claims["fused pseudo labels have the lowest ECE (fusion runs)"] == [
         "fails: fused 40.0 > SGC 3.0, ranges apart", "holds: fused 2.0 < SGC 5.0, ranges apart",
         "holds in 1 of 2 |"]
     assert "not the README's figures" not in text  # A full-length grid.
     quick = _plan(quality, tmp_path, "--grid=quick")
     assert "150-step runs" in suite.report.report(quick, results, {})
     listing = suite.report.cell_listing(plan)
-    assert listing.count(f"| {RC} |") == 25  # 13 rows x 2 seeds, one seed missing.
+    assert listing.count(f"| {RC} |") == 29  # 15 rows x 2 seeds, one seed missing.
     assert f"`{RC}/pseudoseg_1_8/seed_1`: `python -m wss.train pseudoseg 1_8 1`" in listing
 
 
@@ -449,7 +452,8 @@ def test_quick_grid_end_to_end_with_a_fake_trainer(quality, tmp_path, fake_pytho
     assert "These figures come from 150-step runs" in report
     assert "| 0.7 | 27.50 | 28.00 | **32.00** |" in report  # 0.2 + gamma / 10 + T / 10.
     # Every cell scored 30%: supervised with all labels is no higher, so no gap is closed.
-    assert "| PseudoSeg (fusion of decoder and SGC) | 30.00 | - | 30.00 | - |" in report
+    assert ("| PseudoSeg as demo.gin has it (frozen teacher, decoder, hard labels) | 30.00 | - | "
+            "30.00 | - |") in report
     assert (root / "cells.md").read_text().count(f"| {RC} |") == 13
     for png in ("miou.png", "gamma_temperature.png", f"reliability_{RC}.png",
                 f"reliability_{RC}_1_8.png"):

@@ -49,6 +49,8 @@ KINDS = {
     "pseudoseg_image_labels": "semi",
     "decoder_only": "semi",
     "sgc_only": "semi",
+    "fusion": "semi",
+    "one_stage": "semi",
     "ground_truth_ceiling": "semi",
     "self_training": "self_training",
     "sweep": "semi",

@@ -40,14 +40,21 @@ METHODS = {
     "pseudoseg": ("demo.gin", []),
     "pseudoseg_image_labels": ("demo_weak.gin", []),
     "self_training": ("demo_self_training.gin", []),
+    # The pseudo-label source ablation (demo.gin's frozen teacher and hard labels; its own
+    # source is the decoder's, so `decoder_only` repeats `pseudoseg` under the row's name).
     "decoder_only": ("demo.gin", ["PseudoLabelConfig.source = 'decoder'"]),
     "sgc_only": ("demo.gin", ["PseudoLabelConfig.source = 'sgc'"]),
+    "fusion": ("demo.gin", ["PseudoLabelConfig.source = 'fusion'"]),
+    # The paper's one-stage loop: the model being trained makes its fused, sharpened labels.
+    "one_stage": ("demo.gin", ["train.ema_teacher_decay = 0.0", "train.teacher_checkpoint = None",
+                               "PseudoLabelConfig.source = 'fusion'",
+                               "PseudoLabelConfig.soft = True"]),
     # A diagnostic: the unlabelled images' own masks as pseudo labels, the ceiling of the
     # unlabelled path (strong view + L_u) that every real pseudo-label source is bounded by.
     "ground_truth_ceiling": ("demo.gin", ["PseudoLabelConfig.source = 'ground_truth'"]),
 }
-# Methods that run only when `--methods` names them: diagnostics, not rows of the paper.
-OPT_IN_METHODS = ("ground_truth_ceiling",)
+# Methods that run only when `--methods` names them: diagnostics and the extra ablation rows.
+OPT_IN_METHODS = ("ground_truth_ceiling", "fusion", "one_stage")
 DEFAULT_METHODS = tuple(m for m in METHODS if m not in OPT_IN_METHODS)
 
 # Label split -> its bindings. The synthetic sets ship labelled_1_<n>.txt and

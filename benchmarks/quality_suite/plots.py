@@ -34,8 +34,9 @@ def _pyplot():
 
 
 def _miou_panel(axis, results, plan, dataset):
-    methods = [m for m in ("supervised", "self_training", "decoder_only", "sgc_only",
-                           "pseudoseg", "pseudoseg_image_labels") if m in plan.methods_run]
+    methods = [m for m in ("supervised", "self_training", "one_stage", "decoder_only",
+                           "sgc_only", "fusion", "pseudoseg", "pseudoseg_image_labels")
+               if m in plan.methods_run]
     width = 0.8 / max(1, len(plan.fractions))
     for k, split in enumerate(plan.fractions):
         figures = [results.figure(dataset, m, split) for m in methods]

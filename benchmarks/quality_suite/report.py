@@ -17,9 +17,11 @@ from . import gamma_t, grids, orderings, runner, tables
 TABLE_5 = (
     ("supervised", "supervised, the fraction's labels only"),
     ("self_training", "self-training (teacher: supervised at the fraction)"),
-    ("decoder_only", "PseudoSeg, pseudo labels from the decoder only"),
-    ("sgc_only", "PseudoSeg, pseudo labels from SGC only"),
-    ("pseudoseg", "PseudoSeg (fusion of decoder and SGC)"),
+    ("one_stage", "PseudoSeg, the paper's one-stage loop (the student's fused labels)"),
+    ("decoder_only", "PseudoSeg, frozen teacher, pseudo labels from the decoder only"),
+    ("sgc_only", "PseudoSeg, frozen teacher, pseudo labels from SGC only"),
+    ("fusion", "PseudoSeg, frozen teacher, fusion of decoder and SGC"),
+    ("pseudoseg", "PseudoSeg as demo.gin has it (frozen teacher, decoder, hard labels)"),
     ("ground_truth_ceiling", "ceiling: the unlabelled images' masks as pseudo labels "
                              "(diagnostic)"),
 )
@@ -30,7 +32,9 @@ TABLE_6 = (
 )
 ALL_LABELS_TITLE = "supervised, all labels"
 ECE_ROWS = (
-    ("pseudoseg", "PseudoSeg (fusion)"),
+    ("pseudoseg", "PseudoSeg (demo.gin: frozen teacher, decoder)"),
+    ("one_stage", "PseudoSeg, the paper's loop (fusion)"),
+    ("fusion", "frozen teacher, fusion"),
     ("pseudoseg_image_labels", "PseudoSeg, image-level labels"),
     ("decoder_only", "decoder only"),
     ("sgc_only", "SGC only"),
