@@ -65,3 +65,14 @@ def test_a_failed_build_leaves_nothing_and_the_next_use_builds_again(tmp_path):
     cache.ensure_cached("entry", _writer("done.txt", calls=calls), "done.txt",
                         cache_dir=str(tmp_path))
     assert len(calls) == 1
+
+
+def test_a_killed_build_s_temporary_directory_is_removed_by_the_next_build(tmp_path):
+    """A builder killed outright leaves `NAME.tmpXXXX`; the next builder of NAME, holding the
+    lock, deletes it. Another entry's temporary directory is not touched."""
+    for leftover in ("entry.tmpab12", "entry2.tmpcd34"):
+        os.makedirs(tmp_path / leftover / "ckpt")
+    path = cache.ensure_cached("entry", _writer("done.txt"), "done.txt",
+                               cache_dir=str(tmp_path))
+    assert os.path.isfile(os.path.join(path, "done.txt"))
+    assert sorted(os.listdir(tmp_path)) == ["entry", "entry.lock", "entry2.tmpcd34"]

@@ -3,7 +3,8 @@
 Things that `wss` builds on first use (the synthetic datasets, the demo's pretrained backbone)
 live under one cache root, `$WSS_CACHE_DIR` or `~/.cache/wss`. `ensure_cached` builds an entry
 into a temporary sibling directory and renames it into place, so an interrupted build never
-leaves a half-written entry behind. Concurrent first uses (e.g. `benchmarks/quality.py
+leaves a half-written entry behind (a builder killed outright leaves its temporary directory,
+which the next build of that entry deletes). Concurrent first uses (e.g. `benchmarks/quality.py
 --parallel=2` on a fresh machine) build once: builders of one entry take an advisory lock
 (`CACHE/NAME.lock`, `fcntl.flock`, released by the OS if the holder dies) and the others wait
 for it and use its result. Where `fcntl` is missing (Windows) they build side by side and end
@@ -11,6 +12,7 @@ with one complete copy.
 """
 
 import contextlib
+import glob
 import os
 import shutil
 import sys
@@ -53,17 +55,34 @@ def ensure_cached(name, build, marker, cache_dir=None):
     if os.path.isfile(os.path.join(final_dir, marker)):
         return final_dir
     os.makedirs(cache_dir, exist_ok=True)
-    with _build_lock(os.path.join(cache_dir, name + ".lock"), name):
+    with _build_lock(os.path.join(cache_dir, name + ".lock"), name) as locked:
         if os.path.isfile(os.path.join(final_dir, marker)):
             return final_dir  # Built by the process that held the lock.
+        if locked:  # No one else is building this entry: a temporary one is abandoned.
+            _remove_abandoned_builds(name, cache_dir)
         return _build(name, build, marker, cache_dir, final_dir)
+
+
+def _remove_abandoned_builds(name, cache_dir):
+    """Deletes `CACHE/NAME.tmp*`, left by a builder killed outright (SIGKILL, power loss).
+
+    Only called under the entry's lock, so no live builder owns them.
+    """
+    for path in glob.glob(os.path.join(glob.escape(cache_dir), glob.escape(name) + ".tmp*")):
+        if os.path.isdir(path):
+            print(f"Removing {path}, an interrupted build of {name}", file=sys.stderr,
+                  flush=True)
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def _build_lock(path, name):
-    """Holds an exclusive advisory lock on `path`, saying so when it has to wait."""
+    """Holds an exclusive advisory lock on `path`, saying so when it has to wait.
+
+    Yields whether the lock is held (False where locks are unavailable).
+    """
     if fcntl is None:
-        yield
+        yield False
         return
     with open(path, "a") as handle:
         locked = True
@@ -76,7 +95,7 @@ def _build_lock(path, name):
         except OSError:  # A file system without locks (some network mounts): build unlocked.
             locked = False
         try:
-            yield
+            yield locked
         finally:
             if locked:
                 fcntl.flock(handle, fcntl.LOCK_UN)
