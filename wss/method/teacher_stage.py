@@ -29,6 +29,7 @@ from gin import config_parser
 
 from wss import cache
 from wss import config as config_lib
+from wss.training import rundir
 
 # The bindings that make a run's config its supervised teacher's.
 TEACHER_OVERRIDES = (
@@ -134,8 +135,8 @@ def teacher_cache_name(config_text, fingerprint):
 def supervised_teacher(labelled_pattern, labelled_split, cache_dir=None):
     """Trains this run's supervised teacher once (cached) and returns its directory.
 
-    Bound without parentheses (`train.teacher_checkpoint = @supervised_teacher`): `train` calls
-    it with its labelled data before it builds anything.
+    Bound without parentheses (`train.teacher_checkpoint = @supervised_teacher`): the run's
+    task calls it with its labelled data after the split checks (`SegmentationTask.prepare`).
 
     Args:
       labelled_pattern: the run's `train.labelled_pattern`.
@@ -213,10 +214,9 @@ def share_supervised_run(logdir, labelled_pattern, labelled_split, cache_dir=Non
 
 
 def _write_marker(directory, source):
-    with open(os.path.join(directory, _MARKER + ".tmp"), "w") as f:
-        json.dump({"source": source, "checkpoint": os.path.basename(
-            tf.train.latest_checkpoint(directory) or "")}, f)
-    os.replace(os.path.join(directory, _MARKER + ".tmp"), os.path.join(directory, _MARKER))
+    rundir.write_atomic(os.path.join(directory, _MARKER), json.dumps({
+        "source": source,
+        "checkpoint": os.path.basename(tf.train.latest_checkpoint(directory) or "")}))
 
 
 def _describe(directory):
@@ -225,4 +225,3 @@ def _describe(directory):
             return f"from {json.load(f)['source']}"
     except (OSError, ValueError, KeyError):
         return "no record of its source"
-
