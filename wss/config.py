@@ -275,6 +275,25 @@ class PlainValues(config_parser.ParserDelegate):
         return ("%", name)
 
 
+def parse_statements(text, source):
+    """The statements of gin `text`, parsed with `PlainValues` (nothing is resolved).
+
+    Args:
+      text: gin statements.
+      source: what `text` is, for the error message ("gin file PATH", "--gin_bindings ...").
+
+    Returns:
+      A list of gin's parsed statements (bindings, imports, includes), in order.
+
+    Raises:
+      SyntaxError: naming `source` when gin cannot parse `text`.
+    """
+    try:
+        return list(config_parser.ConfigParser(text, PlainValues()))
+    except SyntaxError as error:
+        raise SyntaxError(f"cannot parse {source}: {error}") from error
+
+
 def _macros_set(text):
     """The names of the macros that a gin text sets itself (`NAME = value`)."""
     names = []

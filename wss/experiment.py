@@ -126,11 +126,7 @@ def _parsed_statements(text, source, seen):
       SyntaxError: naming `source` when gin cannot parse `text`.
     """
     statements = []
-    try:
-        parsed = list(config_parser.ConfigParser(text, config_lib.PlainValues()))
-    except SyntaxError as error:
-        raise SyntaxError(f"cannot parse {source}: {error}") from error
-    for statement in parsed:
+    for statement in config_lib.parse_statements(text, source):
         if isinstance(statement, config_parser.IncludeStatement):
             statements.extend(_gin_statements(statement.filename, seen))
         else:

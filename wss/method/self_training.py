@@ -199,18 +199,38 @@ def resolve_teacher(teacher_checkpoint):
                          "log directory or a checkpoint path of a supervised run)") from None
 
 
-def _load_teacher(checkpoint, num_classes):
-    """The DeepLab model of the current gin bindings with the teacher's weights (float32)."""
+def restore_teacher(checkpoint, model, sgc_head=None):
+    """Restores `train.teacher_checkpoint` into a teacher built with this run's bindings.
+
+    Args:
+      checkpoint: the teacher's log directory or checkpoint prefix.
+      model: the teacher's DeepLab model, built.
+      sgc_head: its SGC head, or None.
+
+    Returns:
+      The checkpoint prefix restored.
+
+    Raises:
+      wss.training.checkpointing.CheckpointError: naming `train.teacher_checkpoint` when the
+        checkpoint does not match the model (or is broken).
+    """
     from wss import experiment
     from wss.training import checkpointing
 
-    model, _ = experiment.build_models(num_classes=num_classes, with_sgc_head=False)
     try:
-        experiment.restore_models(checkpoint, model)
+        return experiment.restore_models(checkpoint, model, sgc_head)
     except checkpointing.CheckpointError as error:
         raise type(error)(f"train.teacher_checkpoint: {error}. The teacher is built with this "
                           "run's model bindings (build_deeplab), so it must have been trained "
                           "with the same model.") from error
+
+
+def _load_teacher(checkpoint, num_classes):
+    """The DeepLab model of the current gin bindings with the teacher's weights (float32)."""
+    from wss import experiment
+
+    model, _ = experiment.build_models(num_classes=num_classes, with_sgc_head=False)
+    restore_teacher(checkpoint, model)
     return model
 
 

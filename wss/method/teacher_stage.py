@@ -63,12 +63,8 @@ def _statements(text, source):
     Raises:
       SyntaxError: naming `source` when gin cannot parse `text`.
     """
-    try:
-        parsed = list(config_parser.ConfigParser(text, config_lib.PlainValues()))
-    except SyntaxError as error:
-        raise SyntaxError(f"cannot parse {source}: {error}") from error
     bindings = {}
-    for statement in parsed:
+    for statement in config_lib.parse_statements(text, source):
         if isinstance(statement, config_parser.BindingStatement):
             configurable = statement.selector.rsplit(".", 1)[-1]
             bindings[(statement.scope or "", configurable, statement.arg_name)] = repr(
@@ -193,6 +189,7 @@ def share_supervised_run(logdir, labelled_pattern, labelled_split, cache_dir=Non
       The cache entry's directory.
     """
     from wss import experiment
+    from wss.training import checkpointing
 
     name = teacher_cache_name(gin.config_str(),
                               data_fingerprint(labelled_pattern, labelled_split))
@@ -201,10 +198,8 @@ def share_supervised_run(logdir, labelled_pattern, labelled_split, cache_dir=Non
     def build(directory):
         for path in tf.io.gfile.glob(checkpoint + ".*"):
             shutil.copy(path, directory)
-        prefix = os.path.basename(checkpoint)
-        with open(os.path.join(directory, "checkpoint"), "w") as f:
-            f.write(f'model_checkpoint_path: "{prefix}"\n'
-                    f'all_model_checkpoint_paths: "{prefix}"\n')
+        checkpointing.write_checkpoint_index(
+            directory, [os.path.join(directory, os.path.basename(checkpoint))])
         _write_marker(directory, source=os.path.abspath(logdir))
 
     directory = cache.ensure_cached(name, build, marker=_MARKER, cache_dir=cache_dir)

@@ -191,15 +191,10 @@ class SegmentationTask(Task):
 
     def _restore_teacher(self):
         """Loads `teacher_checkpoint` into the EMA teacher, naming the binding on failure."""
-        from wss.training import checkpointing
+        from wss.method import self_training
 
-        try:
-            path = experiment.restore_models(self.teacher_checkpoint, self.ema_teacher.model,
+        path = self_training.restore_teacher(self.teacher_checkpoint, self.ema_teacher.model,
                                              self.ema_teacher.sgc_head)
-        except checkpointing.CheckpointError as error:
-            raise type(error)(f"train.teacher_checkpoint: {error}. The EMA teacher is built "
-                              "with this run's model bindings, so the supervised run must "
-                              "have been trained with the same model.") from error
         print(f"EMA teacher from {path} (train.teacher_checkpoint)", flush=True)
 
     @property

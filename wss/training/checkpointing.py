@@ -111,17 +111,28 @@ def newest_intact_checkpoint(directory, set_aside=True):
     return None
 
 
+def write_checkpoint_index(directory, paths):
+    """Writes `directory/checkpoint`, the index that lists `paths` (oldest first) and names the
+    last the latest, as `tf.train.CheckpointManager` writes it: relative paths, replaced
+    atomically.
+
+    Args:
+      directory: the checkpoints' directory.
+      paths: checkpoint prefixes in `directory`, oldest first (at least one).
+    """
+    from tensorflow.python.checkpoint import checkpoint_management
+
+    checkpoint_management.update_checkpoint_state_internal(
+        directory, paths[-1], all_model_checkpoint_paths=list(paths), save_relative_paths=True)
+
+
 def _drop(directory, broken, keep):
     target = None
     for path, _ in broken:
         target = _set_aside(directory, path)
     keep = sorted(keep, key=checkpoint_step)
     if keep:
-        # As `tf.train.CheckpointManager` writes it: relative paths, atomic replacement.
-        from tensorflow.python.checkpoint import checkpoint_management
-
-        checkpoint_management.update_checkpoint_state_internal(
-            directory, keep[-1], all_model_checkpoint_paths=keep, save_relative_paths=True)
+        write_checkpoint_index(directory, keep)
     else:
         tf.io.gfile.remove(os.path.join(directory, "checkpoint"))
     logging.warning("Moved broken checkpoints of %s to %s", directory, target)
