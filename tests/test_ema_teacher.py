@@ -140,3 +140,25 @@ def test_bad_teacher_checkpoint_in_semi_mode_names_the_binding(tmp_path, binding
     with pytest.raises(ValueError, match=match) as error:
         trainer.train(str(tmp_path / "run"))
     assert "train.teacher_checkpoint" in str(error.value)
+
+
+def test_teacher_of_another_model_names_the_binding(tmp_path):
+    """`self_training.restore_teacher` (the frozen teacher's and the offline teacher's restore)
+    restores a matching checkpoint weight for weight and names `train.teacher_checkpoint` for a
+    checkpoint of another model."""
+    from wss import experiment
+    from wss.method import self_training
+    from wss.training import checkpointing
+
+    model, head = _deeplab_pair()
+    prefix = experiment.make_checkpoint(model, head).save(str(tmp_path / "run" / "ckpt"))
+    twin, twin_head = _deeplab_pair()
+    assert self_training.restore_teacher(prefix, twin, twin_head) == prefix
+    for restored, saved in zip(twin.variables + twin_head.variables,
+                               model.variables + head.variables):
+        np.testing.assert_array_equal(restored.numpy(), saved.numpy())
+    from wss.models import build_deeplab
+
+    wider = build_deeplab(num_classes=NUM_CLASSES, width_multiplier=0.125, middle_flow_units=1)
+    with pytest.raises(checkpointing.CheckpointError, match="train.teacher_checkpoint"):
+        self_training.restore_teacher(prefix, wider)
