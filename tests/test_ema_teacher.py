@@ -148,6 +148,7 @@ def test_teacher_of_another_model_names_the_binding(tmp_path):
     checkpoint of another model."""
     from wss import experiment
     from wss.method import self_training
+    from wss.models import build_deeplab
     from wss.training import checkpointing
 
     model, head = _deeplab_pair()
@@ -157,8 +158,6 @@ def test_teacher_of_another_model_names_the_binding(tmp_path):
     for restored, saved in zip(twin.variables + twin_head.variables,
                                model.variables + head.variables):
         np.testing.assert_array_equal(restored.numpy(), saved.numpy())
-    from wss.models import build_deeplab
-
     wider = build_deeplab(num_classes=NUM_CLASSES, width_multiplier=0.125, middle_flow_units=1)
     with pytest.raises(checkpointing.CheckpointError, match="train.teacher_checkpoint"):
         self_training.restore_teacher(prefix, wider)
