@@ -1,6 +1,7 @@
 """The supervised teacher stage of demo.gin (`wss.method.teacher_stage`): its cache key, a
 supervised run sharing its checkpoint, and the stage training the teacher in a subprocess."""
 
+import functools
 import os
 
 import gin
@@ -71,6 +72,63 @@ def test_the_data_fingerprint_sees_records_and_split_rewritten(tmp_path):
     second = teacher_stage.data_fingerprint(pattern, str(split))
     records.write_bytes(b"y" * 11)
     assert teacher_stage.data_fingerprint(pattern, str(split)) != second
+
+
+def test_the_init_fingerprint_sees_the_pretraining_and_the_checkpoint_rewritten(
+        tmp_path, monkeypatch):
+    """A changed pretraining config or rewritten warm-start files name a new teacher; asking
+    the cached pretraining for its name runs nothing."""
+    monkeypatch.setattr(experiment.subprocess, "run", _no_subprocess)
+    monkeypatch.setenv("WSS_CACHE_DIR", str(tmp_path / "cache"))
+    config = tmp_path / "pretrain.gin"
+    config.write_text("pretrain.num_steps = 10\n")
+    pretraining = functools.partial(experiment.pretrained_checkpoint, gin_file=str(config))
+    first = teacher_stage.init_fingerprint(pretraining)
+    assert first == [f"init: {experiment.pretraining_cache_name(str(config))}"]
+    config.write_text("# a comment changes no weights\npretrain.num_steps = 10\n")
+    assert teacher_stage.init_fingerprint(pretraining) == first
+    config.write_text("pretrain.num_steps = 20\n")
+    assert teacher_stage.init_fingerprint(pretraining) != first
+    assert not (tmp_path / "cache").exists()  # Nothing built, nothing read.
+
+    prefix = tmp_path / "model.ckpt"
+    (tmp_path / "model.ckpt.index").write_bytes(b"i" * 5)
+    (tmp_path / "model.ckpt.data-00000-of-00001").write_bytes(b"d" * 7)
+    weights = teacher_stage.init_fingerprint(str(prefix))
+    assert teacher_stage.init_fingerprint(str(prefix)) == weights
+    (tmp_path / "model.ckpt.data-00000-of-00001").write_bytes(b"e" * 8)
+    assert teacher_stage.init_fingerprint(str(prefix)) != weights
+
+    def my_checkpoint():
+        return str(prefix)
+
+    assert teacher_stage.init_fingerprint(None) == ["init: none"]
+    assert teacher_stage.init_fingerprint(my_checkpoint) != teacher_stage.init_fingerprint(None)
+    assert "my_checkpoint" in teacher_stage.init_fingerprint(my_checkpoint)[0]
+
+
+def test_train_hands_its_warm_start_to_the_teacher_stage(tiny_data, tmp_path):
+    """`train` calls a teacher stage with `train.init_checkpoint`, before any warm start."""
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def stage(labelled_pattern, labelled_split, init_checkpoint=None):
+        seen["args"] = (labelled_pattern, labelled_split, init_checkpoint)
+        raise Stop
+
+    def warm_start():
+        raise AssertionError("the warm start ran before the teacher stage")
+
+    experiment.parse_experiment_config(
+        gin_files=["demo.gin"], gin_bindings=tiny_bindings(tiny_data, steps=2)
+        + ["make_strategy.devices = None"], finalize=False)
+    with pytest.raises(Stop):
+        trainer.train(str(tmp_path / "semi"), teacher_checkpoint=stage,
+                      ema_teacher_decay=1.0, init_checkpoint=warm_start)
+    assert seen["args"][0] == os.path.join(tiny_data, "train-*.tfrecord")
+    assert seen["args"][2] is warm_start
 
 
 def _assert_teacher_is(student_dir, teacher_dir):

@@ -168,7 +168,8 @@ def pretraining_cache_name(gin_file, gin_bindings=()):
 
 
 @gin.configurable
-def pretrained_checkpoint(gin_file="pretrain_demo.gin", gin_bindings=(), cache_dir=None):
+def pretrained_checkpoint(gin_file="pretrain_demo.gin", gin_bindings=(), cache_dir=None,
+                          name_only=False):
     """A backbone pretrained by `python -m wss.pretrain`, run once and cached (gin helper).
 
     `train.init_checkpoint = @pretrained_checkpoint` makes a training config start from the
@@ -184,9 +185,12 @@ def pretrained_checkpoint(gin_file="pretrain_demo.gin", gin_bindings=(), cache_d
       gin_file: the pretraining config (a path or a packaged config name).
       gin_bindings: extra bindings for the pretraining run.
       cache_dir: the cache root (default: `wss.cache.default_cache_dir()`).
+      name_only: return the cache entry's name without running or reading anything (what the
+        teacher stage's cache key knows of this warm start).
 
     Returns:
-      The TF1-named checkpoint prefix (`.../tf1/model.ckpt`).
+      The TF1-named checkpoint prefix (`.../tf1/model.ckpt`), or with `name_only` the cache
+      entry's name (`pretraining_cache_name`).
 
     Raises:
       RuntimeError: if the pretraining run fails (its output says why).
@@ -194,6 +198,8 @@ def pretrained_checkpoint(gin_file="pretrain_demo.gin", gin_bindings=(), cache_d
     from wss import cache
 
     name = pretraining_cache_name(gin_file, gin_bindings)
+    if name_only:
+        return name
     final_dir = cache.entry_dir(name, cache_dir)
     built = []
 

@@ -10,13 +10,16 @@ paper's one-stage loop; the README says why and what it measured).
 
 The cache entry is named by `teacher_cache_name`: a hash of the teacher's config (this run's
 gin bindings with the supervised overrides below, less the bindings a supervised run does not
-read), of the labelled data's files and of the `wss` version. A supervised run with the same
-bindings (`demo_supervised.gin` with the same `--gin_bindings`) trains the same teacher: with
-`train.share_as_teacher = True` (demo configs) it adds its final checkpoint to the cache, so
+read), of the labelled data's files, of the warm start the config names (`init_fingerprint`:
+the pretraining's own cache name, or the checkpoint's files, so a changed pretraining config or
+a rewritten checkpoint trains a new teacher) and of the `wss` version. A supervised run with
+the same bindings (`demo_supervised.gin` with the same `--gin_bindings`) trains the same teacher:
+with `train.share_as_teacher = True` (demo configs) it adds its final checkpoint to the cache, so
 that running the supervised baseline first makes the PseudoSeg run's teacher stage free.
 """
 
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -104,12 +107,41 @@ def data_fingerprint(labelled_pattern, labelled_split):
     return parts
 
 
+def init_fingerprint(init_checkpoint):
+    """What the teacher's cache key knows of the warm start (`train.init_checkpoint`).
+
+    The config's text names the warm start but not its weights: `@pretrained_checkpoint` stays
+    the same text when `pretrain_demo.gin` changes, and a checkpoint path when its files are
+    rewritten. Without this a teacher trained from the old weights would be reused.
+
+    Args:
+      init_checkpoint: the run's `train.init_checkpoint`: None, a checkpoint path, or a callable
+        that returns one (`wss.experiment.pretrained_checkpoint`, asked for its cache entry's
+        name with `name_only=True`, which runs nothing; another callable is known by its name).
+
+    Returns:
+      A list of strings: for a path, each of its files' path, size and modification time.
+    """
+    if not init_checkpoint:
+        return ["init: none"]
+    if callable(init_checkpoint):
+        if "name_only" in inspect.signature(init_checkpoint).parameters:
+            return [f"init: {init_checkpoint(name_only=True)}"]
+        return [f"init: {getattr(init_checkpoint, '__qualname__', repr(init_checkpoint))}"]
+    parts = [f"init: {os.path.abspath(init_checkpoint)}"]
+    for path in sorted(tf.io.gfile.glob(init_checkpoint + "*")):
+        stat = tf.io.gfile.stat(path)
+        parts.append(f"{os.path.abspath(path)} {stat.length} {stat.mtime_nsec}")
+    return parts
+
+
 def teacher_cache_name(config_text, fingerprint):
     """The cache entry name of the supervised teacher of the run whose config is `config_text`.
 
     Args:
       config_text: the run's gin config (`gin.config_str()`), in any mode.
-      fingerprint: `data_fingerprint(...)` of its labelled data.
+      fingerprint: `data_fingerprint(...)` of its labelled data and `init_fingerprint(...)` of
+        its warm start.
 
     Returns:
       `teacher_<12 hex digits>`: equal for a semi run and the supervised run that differs from
@@ -128,7 +160,7 @@ def teacher_cache_name(config_text, fingerprint):
 
 
 @gin.configurable
-def supervised_teacher(labelled_pattern, labelled_split, cache_dir=None):
+def supervised_teacher(labelled_pattern, labelled_split, init_checkpoint=None, cache_dir=None):
     """Trains this run's supervised teacher once (cached) and returns its directory.
 
     Bound without parentheses (`train.teacher_checkpoint = @supervised_teacher`): the run's
@@ -137,6 +169,7 @@ def supervised_teacher(labelled_pattern, labelled_split, cache_dir=None):
     Args:
       labelled_pattern: the run's `train.labelled_pattern`.
       labelled_split: the run's `train.labelled_split`.
+      init_checkpoint: the run's `train.init_checkpoint` (passed by `wss.train`), for the key.
       cache_dir: the cache root (default: `wss.cache.default_cache_dir()`).
 
     Returns:
@@ -146,7 +179,8 @@ def supervised_teacher(labelled_pattern, labelled_split, cache_dir=None):
       RuntimeError: if the teacher's training fails (its output, printed above, says why).
     """
     config_text = gin.config_str()
-    name = teacher_cache_name(config_text, data_fingerprint(labelled_pattern, labelled_split))
+    name = teacher_cache_name(config_text, data_fingerprint(labelled_pattern, labelled_split)
+                              + init_fingerprint(init_checkpoint))
     final_dir = cache.entry_dir(name, cache_dir)
     built = []
 
@@ -174,7 +208,8 @@ def supervised_teacher(labelled_pattern, labelled_split, cache_dir=None):
     return directory
 
 
-def share_supervised_run(logdir, labelled_pattern, labelled_split, cache_dir=None):
+def share_supervised_run(logdir, labelled_pattern, labelled_split, init_checkpoint=None,
+                         cache_dir=None):
     """Adds a finished supervised run's final checkpoint to the cache as a teacher.
 
     Called by `train` after a supervised run with `train.share_as_teacher = True`. An entry
@@ -183,6 +218,7 @@ def share_supervised_run(logdir, labelled_pattern, labelled_split, cache_dir=Non
     Args:
       logdir: the supervised run's log directory.
       labelled_pattern, labelled_split: its labelled data.
+      init_checkpoint: its `train.init_checkpoint`.
       cache_dir: the cache root (default: `wss.cache.default_cache_dir()`).
 
     Returns:
@@ -192,7 +228,8 @@ def share_supervised_run(logdir, labelled_pattern, labelled_split, cache_dir=Non
     from wss.training import checkpointing
 
     name = teacher_cache_name(gin.config_str(),
-                              data_fingerprint(labelled_pattern, labelled_split))
+                              data_fingerprint(labelled_pattern, labelled_split)
+                              + init_fingerprint(init_checkpoint))
     checkpoint = experiment.latest_checkpoint_path(logdir)
 
     def build(directory):

@@ -8,6 +8,8 @@ reuse) the teacher's offline pseudo labels in `LOGDIR/pseudo_labels/` (`wss.meth
 `after_training()` evaluates and exports the final checkpoint.
 """
 
+import functools
+import inspect
 import os
 
 import gin
@@ -90,6 +92,10 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
     config_lib.check_bool("train.share_as_teacher", share_as_teacher)
     _check_teacher(mode, teacher_checkpoint, logdir)
     _check_ema_teacher(mode, ema_teacher_decay, teacher_checkpoint)
+    if callable(teacher_checkpoint) and "init_checkpoint" in inspect.signature(
+            teacher_checkpoint).parameters:  # The teacher stage's cache key knows the warm start.
+        teacher_checkpoint = functools.partial(teacher_checkpoint,
+                                               init_checkpoint=init_checkpoint)
     task = SegmentationTask(
         mode, num_classes, labelled_batch_size, unlabelled_batch_size, crop_size,
         labelled_pattern, labelled_split, unlabelled_pattern, unlabelled_split, palette,
@@ -104,7 +110,8 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
     loop.check_options(options, "train")
     result = loop.run(task, logdir, options)
     if share_as_teacher and mode == "supervised" and result["finished"] and result["chief"]:
-        teacher_stage.share_supervised_run(logdir, labelled_pattern, labelled_split)
+        teacher_stage.share_supervised_run(logdir, labelled_pattern, labelled_split,
+                                           init_checkpoint=init_checkpoint)
     return result
 
 
