@@ -82,6 +82,15 @@ def _in_key(scope, configurable, parameter):
                 or (configurable, parameter) in _KEY_IGNORES_PARAMETERS)
 
 
+def _file_stats(pattern):
+    """Each file matching `pattern`: its absolute path, size and modification time."""
+    lines = []
+    for path in sorted(tf.io.gfile.glob(pattern)):
+        stat = tf.io.gfile.stat(path)
+        lines.append(f"{os.path.abspath(path)} {stat.length} {stat.mtime_nsec}")
+    return lines
+
+
 def data_fingerprint(labelled_pattern, labelled_split):
     """What the teacher's cache key knows of its labelled data.
 
@@ -96,10 +105,7 @@ def data_fingerprint(labelled_pattern, labelled_split):
     """
     if not isinstance(labelled_pattern, str):
         return [repr(labelled_pattern), repr(labelled_split)]
-    parts = []
-    for path in sorted(tf.io.gfile.glob(labelled_pattern)):
-        stat = tf.io.gfile.stat(path)
-        parts.append(f"{os.path.abspath(path)} {stat.length} {stat.mtime_nsec}")
+    parts = _file_stats(labelled_pattern)
     if labelled_split:
         with tf.io.gfile.GFile(labelled_split, "rb") as f:
             parts.append(f"{os.path.abspath(labelled_split)} "
@@ -128,11 +134,7 @@ def init_fingerprint(init_checkpoint):
         if "name_only" in inspect.signature(init_checkpoint).parameters:
             return [f"init: {init_checkpoint(name_only=True)}"]
         return [f"init: {getattr(init_checkpoint, '__qualname__', repr(init_checkpoint))}"]
-    parts = [f"init: {os.path.abspath(init_checkpoint)}"]
-    for path in sorted(tf.io.gfile.glob(init_checkpoint + "*")):
-        stat = tf.io.gfile.stat(path)
-        parts.append(f"{os.path.abspath(path)} {stat.length} {stat.mtime_nsec}")
-    return parts
+    return [f"init: {os.path.abspath(init_checkpoint)}"] + _file_stats(init_checkpoint + "*")
 
 
 def teacher_cache_name(config_text, fingerprint):
@@ -159,6 +161,12 @@ def teacher_cache_name(config_text, fingerprint):
     return f"teacher_{digest.hexdigest()[:12]}"
 
 
+def _run_cache_name(config_text, labelled_pattern, labelled_split, init_checkpoint):
+    """`teacher_cache_name` of a run with this config, labelled data and warm start."""
+    return teacher_cache_name(config_text, data_fingerprint(labelled_pattern, labelled_split)
+                              + init_fingerprint(init_checkpoint))
+
+
 @gin.configurable
 def supervised_teacher(labelled_pattern, labelled_split, init_checkpoint=None, cache_dir=None):
     """Trains this run's supervised teacher once (cached) and returns its directory.
@@ -179,8 +187,7 @@ def supervised_teacher(labelled_pattern, labelled_split, init_checkpoint=None, c
       RuntimeError: if the teacher's training fails (its output, printed above, says why).
     """
     config_text = gin.config_str()
-    name = teacher_cache_name(config_text, data_fingerprint(labelled_pattern, labelled_split)
-                              + init_fingerprint(init_checkpoint))
+    name = _run_cache_name(config_text, labelled_pattern, labelled_split, init_checkpoint)
     final_dir = cache.entry_dir(name, cache_dir)
     built = []
 
@@ -227,9 +234,7 @@ def share_supervised_run(logdir, labelled_pattern, labelled_split, init_checkpoi
     from wss import experiment
     from wss.training import checkpointing
 
-    name = teacher_cache_name(gin.config_str(),
-                              data_fingerprint(labelled_pattern, labelled_split)
-                              + init_fingerprint(init_checkpoint))
+    name = _run_cache_name(gin.config_str(), labelled_pattern, labelled_split, init_checkpoint)
     checkpoint = experiment.latest_checkpoint_path(logdir)
 
     def build(directory):
