@@ -298,3 +298,42 @@ def test_closed_form_hue_and_saturation_match_tf_image():
         got = tf.transpose(augment._saturation_planar(planes, factor), [1, 2, 0])
         np.testing.assert_allclose(got.numpy(),
                                    tf.image.adjust_saturation(image, factor).numpy(), atol=1e-3)
+
+
+def test_cutmix_mask_is_one_box_of_the_area_inside_the_crop():
+    height, width = 33, 41
+    areas = []
+    for i in range(20):
+        keep = augment.cutmix_mask(height, width, _seed(i), area=0.5).numpy()
+        assert set(np.unique(keep)) <= {0.0, 1.0}
+        rows, cols = np.nonzero(keep == 0)
+        box_h, box_w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert len(rows) == box_h * box_w  # One solid rectangle.
+        assert 0.5 <= box_h / box_w * width / height <= 2.0 + 0.2  # Aspect in [1/2, 2] (rounded).
+        areas.append(len(rows) / (height * width))
+    assert 0.4 < np.mean(areas) < 0.55  # Clipping at the borders only shrinks the box.
+    assert len({augment.cutmix_mask(height, width, _seed(i), 0.5).numpy().tobytes()
+                for i in range(5)}) > 1  # Boxes move with the seed.
+
+
+def test_strong_view_with_cutmix_keeps_the_views_of_the_same_seed():
+    image, label = _blocks()
+    weak = augment.weak_view(image, label, _seed(3), crop_size=(24, 24))
+    plain = augment.strong_view(weak["image"], weak["valid"], _seed(4),
+                                augment.StrongViewConfig(cutout_size=6))
+    mixed = augment.strong_view(weak["image"], weak["valid"], _seed(4),
+                                augment.StrongViewConfig(cutout_size=6, cutmix_area=0.3))
+    assert "mix_mask" not in plain
+    for key in ("strong", "strong_valid"):
+        np.testing.assert_array_equal(plain[key].numpy(), mixed[key].numpy())
+    assert mixed["mix_mask"].shape == (24, 24)
+    assert 0 < mixed["mix_mask"].numpy().sum() < 24 * 24
+
+
+def test_cutmix_area_out_of_range_names_the_field():
+    import pytest
+
+    with pytest.raises(ValueError, match="StrongViewConfig.cutmix_area"):
+        augment.StrongViewConfig(cutmix_area=1.0)
+    with pytest.raises(ValueError, match="StrongViewConfig.cutmix_area"):
+        augment.StrongViewConfig(cutmix_area=-0.1)

@@ -110,3 +110,66 @@ def test_decoder_resolution_sgc_head_is_built_and_trained_at_the_decoder_grid():
     named, _, _ = objective.train_step(optimizer, labelled, unlabelled)
     assert np.isfinite(float(named["loss_sa"])) and float(named["loss_sa"]) > 0.0
     assert np.max(np.abs(head.key.kernel.numpy() - before)) > 0.0
+
+
+def test_mix_with_partner_takes_the_next_image_inside_the_box():
+    from wss.method.objective import mix_with_partner
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, 4, 5, 2))
+    keep = rng.integers(0, 2, (3, 4, 5, 1)).astype(np.float64)
+    expected = keep * x + (1 - keep) * x[[1, 2, 0]]
+    np.testing.assert_allclose(mix_with_partner(tf.constant(x), tf.constant(keep)).numpy(),
+                               expected, rtol=1e-12)
+    single = tf.constant(x[:1])  # Its own partner: unchanged.
+    np.testing.assert_allclose(mix_with_partner(single, tf.constant(keep[:1])).numpy(), x[:1])
+
+
+def test_cutmix_loss_u_is_the_soft_cross_entropy_of_the_mixed_batch():
+    """L_u with a `mix_mask` against a float64 numpy reference on the mixed views and targets."""
+    keras.utils.set_random_seed(0)
+    model, head = _deeplab_pair(classifier_dropout_rate=0.0, aspp_dropout_rate=0.0)
+    objective = PseudoSegObjective(model, head, mode="semi", use_sgc_loss=False,
+                                   use_classification_loss=False)
+    labelled, unlabelled = _batches(0)
+    rng = np.random.default_rng(2)
+    keep = np.ones((BATCH, SIZE, SIZE), np.float32)
+    keep[0, 4:20, 8:30] = 0  # Image 0 takes a box of image 1, image 1 one of image 0.
+    keep[1, 0:9, 0:13] = 0
+    strong_valid = np.ones((BATCH, SIZE, SIZE), np.float32)
+    strong_valid[1, 20:, 20:] = 0  # A CutOut square in image 1.
+    unlabelled = dict(unlabelled, mix_mask=tf.constant(keep),
+                      strong_valid=tf.constant(strong_valid))
+    small = (SIZE - 1) // 4 + 1  # The decoder's stride-4 grid of a 4k + 1 crop.
+    targets = rng.dirichlet(np.ones(NUM_CLASSES), (BATCH, small, small))
+    weights = rng.uniform(size=(BATCH, small, small))
+    pseudo = {"targets": tf.constant(targets, tf.float32),
+              "pixel_weights": tf.constant(weights, tf.float32)}
+    _, named, strong = objective.compute_losses(labelled, unlabelled, pseudo)
+
+    strong_images = unlabelled["strong"].numpy()
+    mixed = (keep[..., None] * strong_images
+             + (1 - keep[..., None]) * strong_images[[1, 0]])
+    logits = model(tf.constant(mixed, tf.float32), training=True)["logits"].numpy()
+    np.testing.assert_allclose(strong["logits"].numpy(), logits, rtol=1e-4, atol=1e-4)
+    keep_small = keep[:, ::4, ::4].astype(np.float64)  # Decoder position i is pixel 4i.
+    mixed_targets = (keep_small[..., None] * targets
+                     + (1 - keep_small[..., None]) * targets[[1, 0]])
+    mixed_weights = keep_small * weights + (1 - keep_small) * weights[[1, 0]]
+    valid = (keep * strong_valid + (1 - keep) * strong_valid[[1, 0]])[:, ::4, ::4]
+    shifted = logits.astype(np.float64) - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    cross_entropy = -(mixed_targets * log_probs).sum(-1)
+    expected = (cross_entropy * valid * mixed_weights).sum() / valid.sum()
+    np.testing.assert_allclose(float(named["loss_u"]), expected, rtol=1e-4)
+
+
+def test_cutmix_in_weak_mode_fails_naming_the_binding():
+    keras.utils.set_random_seed(0)
+    model, head = _deeplab_pair()
+    objective = PseudoSegObjective(model, head, mode="weak")
+    labelled, unlabelled = _batches(0)
+    unlabelled = dict(unlabelled, mix_mask=tf.ones([BATCH, SIZE, SIZE]))
+    pseudo = {"targets": tf.zeros([BATCH, 9, 9, NUM_CLASSES]), "pixel_weights": None}
+    with pytest.raises(ValueError, match="StrongViewConfig.cutmix_area"):
+        objective.compute_losses(labelled, unlabelled, pseudo)

@@ -96,6 +96,17 @@ def test_strong_view_config_is_handed_to_the_stream(tmp_path, gin_clean):
         pipeline.unlabelled_dataset(pattern, 2, C, crop_size=CROP, strong_view={"strength": 0})
 
 
+def test_cutmix_box_is_in_the_stream_only_when_enabled(tmp_path, gin_clean):
+    pattern = _write(tmp_path)
+    plain = next(iter(pipeline.unlabelled_dataset(pattern, 2, C, crop_size=CROP, seed=3)))
+    assert "mix_mask" not in plain
+    gin.bind_parameter("StrongViewConfig.cutmix_area", 0.5)
+    mixed = next(iter(pipeline.unlabelled_dataset(pattern, 2, C, crop_size=CROP, seed=3)))
+    assert mixed["mix_mask"].shape == (2,) + tuple(CROP)
+    for key in ("image", "strong", "strong_valid"):  # The box draws nothing else.
+        np.testing.assert_array_equal(plain[key].numpy(), mixed[key].numpy())
+
+
 def test_split_and_exclude_files(tmp_path):
     pattern = _write(tmp_path)
     split = str(tmp_path / "labelled.txt")

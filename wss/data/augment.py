@@ -33,6 +33,7 @@ both against the plain compositions (labels and masks exactly, pixels to ~1e-3 o
 
 import dataclasses
 import functools
+import math
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 import gin
@@ -390,6 +391,37 @@ def cutout_mask(height: int, width: int, seed: tf.Tensor, size: int = 100) -> tf
     return tf.cast(_cutout_keep(height, width, cy, cx, size), tf.float32)
 
 
+def cutmix_mask(height: int, width: int, seed: tf.Tensor, area: float) -> tf.Tensor:
+    """A float32 `[height, width]` mask, 0 inside one random CutMix box, else 1.
+
+    The box covers `area` of the crop (to rounding; less where a side is clipped to the crop)
+    with an aspect ratio log-uniform in [1/2, 2], and lies wholly inside the crop at a uniform
+    position. 1 marks the pixels the strong view keeps, 0 those it takes from its partner.
+
+    Args:
+      height, width: The crop's size.
+      seed: Stateless seed `[2]`.
+      area: Fraction of the crop in the box, in (0, 1).
+
+    Returns:
+      float32 `[height, width]` of zeros and ones.
+    """
+    s_ratio, s_y, s_x = _split(seed, 3)
+    log_ratio = tf.random.stateless_uniform([], s_ratio, -math.log(2.0), math.log(2.0))
+    ratio = tf.exp(log_ratio)
+    box_h = tf.cast(tf.round(tf.sqrt(area * ratio) * height), tf.int32)
+    box_w = tf.cast(tf.round(tf.sqrt(area / ratio) * width), tf.int32)
+    box_h = tf.clip_by_value(box_h, 1, height)
+    box_w = tf.clip_by_value(box_w, 1, width)
+    y0 = tf.random.stateless_uniform([], s_y, 0, height - box_h + 1, dtype=tf.int32)
+    x0 = tf.random.stateless_uniform([], s_x, 0, width - box_w + 1, dtype=tf.int32)
+    ys = tf.range(height)[:, None]
+    xs = tf.range(width)[None, :]
+    inside = tf.logical_and(tf.logical_and(ys >= y0, ys < y0 + box_h),
+                            tf.logical_and(xs >= x0, xs < x0 + box_w))
+    return 1.0 - tf.cast(inside, tf.float32)
+
+
 def _saturation_planar(planes, factor):
     """`tf.image.adjust_saturation` in closed form on channel planes `[3, H, W]` in [0, max].
 
@@ -514,6 +546,12 @@ class StrongViewConfig:
       cutout_fraction: In [0, 1]; if > 0, the CutOut side is this fraction of the crop's
         shorter side (rounded), replacing `cutout_size`, so that one setting suits every crop
         size (the reference's 100 px on 513 px crops is about 0.2).
+      cutmix_area: In [0, 1); if > 0, each strong view also gets a CutMix box (French et al.,
+        "Semi-supervised semantic segmentation needs strong, varied perturbations", 2020; not
+        in the paper) covering about this fraction of the crop, returned as `mix_mask`; the
+        training step pastes into it the strong view of the next image of the batch, and the
+        same box of that image's pseudo label into the target (`PseudoSegObjective`). 0 (the
+        paper's strong view) disables it.
 
     Raises:
       ValueError: on construction, for a bad value, naming the field
@@ -531,6 +569,7 @@ class StrongViewConfig:
     mean_pixel: float = MEAN_PIXEL
     jit_compile: bool = True
     cutout_fraction: float = 0.0
+    cutmix_area: float = 0.0
 
     def __post_init__(self):
         name = type(self).__name__
@@ -543,6 +582,10 @@ class StrongViewConfig:
         config_lib.check_bool(f"{name}.jit_compile", self.jit_compile)
         config_lib.check_number(f"{name}.cutout_fraction", self.cutout_fraction, minimum=0,
                                 maximum=1)
+        config_lib.check_number(f"{name}.cutmix_area", self.cutmix_area, minimum=0)
+        if self.cutmix_area >= 1:
+            raise ValueError(f"{name}.cutmix_area={self.cutmix_area!r}: expected a number >= 0 "
+                             f"and < 1 (the share of the crop taken from another image)")
 
 
 def strong_view(
@@ -563,7 +606,7 @@ def strong_view(
     jit_compile: Optional[bool] = None,
     cutout_fraction: Optional[float] = None,
 ) -> Dict[str, tf.Tensor]:
-    """The strong view of a weak crop: colour jitter and one CutOut square.
+    """The strong view of a weak crop: colour jitter, one CutOut square, a CutMix box.
 
     All random draws are made first (stateless, from `seed`); the per-pixel work then runs as
     one XLA-compiled function (`jit_compile=True`, the default; static crop shape) or as plain
@@ -584,16 +627,30 @@ def strong_view(
         (see `StrongViewConfig`).
 
     Returns:
-      Dict with `strong` float32 `[h, w, 3]` and `strong_valid` float32 `[h, w]`.
+      Dict with `strong` float32 `[h, w, 3]` and `strong_valid` float32 `[h, w]`, and
+      `mix_mask` float32 `[h, w]` (`cutmix_mask`) when the config's `cutmix_area` is > 0. The
+      box is drawn from a seed folded from `seed`, so the jitter and CutOut draws are those of
+      the same seed without CutMix.
 
     Raises:
       ValueError: on a bad setting, naming it.
     """
+    view = _jitter_and_cutout(image, valid, seed, config, strength=strength,
+                              brightness=brightness, contrast=contrast, saturation=saturation,
+                              hue=hue, jitter_prob=jitter_prob, cutout_size=cutout_size,
+                              cutout_fill=cutout_fill, mean_pixel=mean_pixel,
+                              jit_compile=jit_compile, cutout_fraction=cutout_fraction)
+    area = 0.0 if config is None else config.cutmix_area  # None: the class defaults, no gin.
+    if area > 0:
+        view["mix_mask"] = cutmix_mask(image.shape[0], image.shape[1],
+                                       tf.random.experimental.stateless_fold_in(seed, 1), area)
+    return view
+
+
+def _jitter_and_cutout(image, valid, seed, config, **overrides):
+    """`strong_view` without the CutMix box."""
     c = config_lib.with_overrides(
-        StrongViewConfig, config, strength=strength, brightness=brightness, contrast=contrast,
-        saturation=saturation, hue=hue, jitter_prob=jitter_prob, cutout_size=cutout_size,
-        cutout_fill=cutout_fill, mean_pixel=mean_pixel, jit_compile=jit_compile,
-        cutout_fraction=cutout_fraction)
+        StrongViewConfig, config, **overrides)
     strength, jitter_prob, cutout_size = c.strength, c.jitter_prob, c.cutout_size
     height, width = image.shape[0], image.shape[1]
     if c.cutout_fraction > 0:
@@ -624,6 +681,6 @@ def strong_view(
 
 
 __all__ = [
-    "MEAN_PIXEL", "color_jitter", "cutout_mask", "pad_to_size", "random_crop", "random_flip",
-    "random_scale", "scale_factors", "StrongViewConfig", "strong_view", "weak_view",
+    "MEAN_PIXEL", "color_jitter", "cutmix_mask", "cutout_mask", "pad_to_size", "random_crop",
+    "random_flip", "random_scale", "scale_factors", "StrongViewConfig", "strong_view", "weak_view",
 ]

@@ -364,7 +364,8 @@ def unlabelled_dataset(
 
     Returns:
       A repeated dataset of dicts `image`, `label`, `valid`, `strong`, `strong_valid`,
-      `class_labels`, `has_mask`, `filename`.
+      `class_labels`, `has_mask`, `filename`, and `mix_mask` (the strong view's CutMix box)
+      when `strong_view.cutmix_area` is > 0.
     """
     if strong_view is None:
         strong_view = augment.StrongViewConfig()
@@ -380,7 +381,7 @@ def unlabelled_dataset(
         view = augment.weak_view(ex["image"], ex["label"], seed_weak, crop_size,
                                  min_scale, max_scale, scale_step)
         strong = augment.strong_view(view["image"], view["valid"], seed_strong, strong_view)
-        return {
+        element = {
             "image": view["image"],
             "label": view["label"],
             "valid": view["valid"],
@@ -390,6 +391,9 @@ def unlabelled_dataset(
             "has_mask": ex["has_mask"],
             "filename": ex["filename"],
         }
+        if "mix_mask" in strong:  # StrongViewConfig.cutmix_area > 0.
+            element["mix_mask"] = strong["mix_mask"]
+        return element
 
     return _training_stream(spec, batch_size, num_classes, map_fn, shuffle_buffer, seed,
                             input_context, check_ids, skip_batches)

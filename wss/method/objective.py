@@ -15,7 +15,9 @@ Passes per step (semi and weak modes), shared where the semantics allow:
    only the head). The reference ran a separate backbone pass for the SGC inputs.
 3. Strong view, forward and backward: decoder logits matched to the pseudo label (L_u) and,
    in weak mode, classifier logits for L_x on the image-level labels (the reference ran one
-   more backbone pass on the weak view for this).
+   more backbone pass on the weak view for this). With `StrongViewConfig.cutmix_area > 0`
+   each strong view first takes a box from the next image's (`mix_with_partner`), and its
+   pseudo label the same box of that image's.
 
 So a PseudoSeg step runs three backbone passes, two with gradients, against the reference's
 five; the supervised baseline runs one.
@@ -51,6 +53,22 @@ from wss.resize import downsample_mask, resize_labels, resize_like, spatial_size
 MODES = ("supervised", "semi", "weak", "self_training")
 # Modes whose pseudo labels are made online from a weak view (and trained on a strong one).
 ONLINE_PSEUDO_LABEL_MODES = ("semi", "weak")
+
+
+def mix_with_partner(tensor, keep):
+    """CutMix within a batch: `keep * x[i] + (1 - keep) * x[i + 1]`, cyclically over `i`.
+
+    Args:
+      tensor: `[B, ...]`.
+      keep: broadcastable to `tensor`; 1 where image `i` keeps its own value, 0 where it takes
+        image `i + 1`'s (image `B - 1` takes image 0's; with `B = 1` an image is its own
+        partner, so nothing changes).
+
+    Returns:
+      The mixed tensor, of `tensor`'s shape and dtype.
+    """
+    partner = tf.roll(tensor, shift=-1, axis=0)
+    return keep * tensor + (1 - keep) * partner
 
 
 @gin.configurable(denylist=["model", "sgc_head", "mode", "teacher"])
@@ -238,11 +256,11 @@ class PseudoSegObjective:
             named["loss_sa"] = losses.sgc_loss(sgc_logits, labelled["label"])
         strong = None
         if self.makes_pseudo_labels:
-            strong = self.model(unlabelled["strong"], training=True)
+            images, valid, targets, weights = self._strong_batch(unlabelled, pseudo)
+            strong = self.model(images, training=True)
             named["loss_u"] = losses.unlabelled_loss(
-                pseudo["targets"], strong["logits"], unlabelled["strong_valid"],
-                pixel_weights=pseudo["pixel_weights"], weight=self.unlabelled_weight,
-                mask_align_corners=self.mask_align_corners)
+                targets, strong["logits"], valid, pixel_weights=weights,
+                weight=self.unlabelled_weight, mask_align_corners=self.mask_align_corners)
             if self.use_classification_loss and self.mode == "weak":
                 named["loss_x"] = losses.classification_loss(strong["cls_logits"],
                                                              unlabelled["class_labels"])
@@ -251,6 +269,39 @@ class PseudoSegObjective:
             regularize_depthwise=self.regularize_depthwise, exclude=self.weight_decay_exclude)
         total = tf.add_n(list(named.values()))
         return total, named, strong
+
+    def _strong_batch(self, unlabelled, pseudo):
+        """The strong views L_u trains on, with their targets, valid masks and pixel weights.
+
+        Without a `mix_mask` in the batch (`StrongViewConfig.cutmix_area = 0`, the paper) these
+        are the batch's strong views and the weak views' pseudo labels. With one (CutMix), image
+        `i` keeps its own pixels where its mask is 1 and takes those of image `i + 1` (cyclically,
+        within this replica's batch) where it is 0; its target, valid mask and pixel weights are
+        mixed by the same box, the target's sampled at the decoder's positions with the same
+        alignment that L_u uses for the valid mask.
+
+        Returns:
+          (images `[B, H, W, 3]`, strong_valid `[B, H, W]`, targets `[B, h, w, C]`,
+          pixel_weights `[B, h, w]` or None).
+        """
+        images, valid = unlabelled["strong"], unlabelled["strong_valid"]
+        targets, weights = pseudo["targets"], pseudo["pixel_weights"]
+        if "mix_mask" not in unlabelled:
+            return images, valid, targets, weights
+        if self.mode == "weak":
+            raise ValueError(
+                "StrongViewConfig.cutmix_area > 0 mixes the strong views of two images, but "
+                "mode 'weak' trains L_x on the strong view's image-level labels, which a mixed "
+                "view no longer has; bind StrongViewConfig.cutmix_area = 0 in weak mode")
+        keep = tf.cast(unlabelled["mix_mask"], tf.float32)
+        keep_small = downsample_mask(keep, spatial_size(targets),
+                                     align_corners=self.mask_align_corners)
+        images = mix_with_partner(images, tf.cast(keep, images.dtype)[..., None])
+        valid = mix_with_partner(tf.cast(valid, tf.float32), keep)
+        targets = mix_with_partner(tf.cast(targets, tf.float32), keep_small[..., None])
+        if weights is not None:
+            weights = mix_with_partner(tf.cast(weights, tf.float32), keep_small)
+        return images, valid, targets, weights
 
     def train_step(self, optimizer, labelled, unlabelled=None, num_replicas=1):
         """One replica's optimizer step: pseudo labels, losses, gradients, update.
