@@ -121,6 +121,38 @@ def test_weak_view_pass_runs_on_the_teacher_in_inference_mode():
         PseudoSegObjective(student, student_head, mode="supervised", teacher=ema)
 
 
+def test_teacher_mirror_averages_the_softmax_of_the_mirrored_view():
+    """`teacher_mirror`: the teacher's decoder distribution against a float64 numpy reference."""
+    keras.utils.set_random_seed(0)
+    student, student_head = _deeplab_pair()
+    teacher, teacher_head = _deeplab_pair()
+    ema = EmaTeacher(student, student_head, teacher, teacher_head, decay=1.0)
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (2, SIZE, SIZE, 3))
+    unlabelled = {"image": tf.constant(image, tf.float32), "valid": tf.ones([2, SIZE, SIZE])}
+    for variable in teacher.trainable_variables:  # An untrained network is nearly constant.
+        variable.assign(variable + rng.normal(0, 0.3, variable.shape).astype(np.float32))
+    config = PseudoLabelConfig(source="decoder", temperature=1.0)
+    objective = PseudoSegObjective(student, student_head, pseudo_labels=config, teacher=ema,
+                                   teacher_mirror=True)
+    pseudo = objective.pseudo_label_pass(unlabelled)
+
+    def softmax(logits):
+        logits = np.asarray(logits, np.float64)
+        exp = np.exp(logits - logits.max(-1, keepdims=True))
+        return exp / exp.sum(-1, keepdims=True)
+
+    plain = softmax(teacher(tf.constant(image, tf.float32), training=False)["logits"])
+    mirrored = softmax(teacher(tf.constant(image[:, :, ::-1], tf.float32),
+                               training=False)["logits"])[:, :, ::-1]
+    expected = 0.5 * (plain + mirrored)
+    np.testing.assert_allclose(softmax(pseudo["decoder_logits"]), expected, atol=1e-5)
+    np.testing.assert_allclose(pseudo["targets"].numpy(), expected, atol=1e-5)  # T = 1.
+    assert np.abs(mirrored - plain).max() > 1e-3  # The views differ, so the test can fail.
+    with pytest.raises(ValueError, match="PseudoSegObjective.teacher_mirror"):
+        PseudoSegObjective(student, student_head, teacher_mirror=True)
+
+
 def test_ema_teacher_in_supervised_mode_fails_naming_the_binding(tmp_path):
     # Checked before any data is read: the data directory need not exist.
     configure(str(tmp_path / "no_data"), mode="supervised",

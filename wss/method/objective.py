@@ -100,13 +100,22 @@ class PseudoSegObjective:
         weak view's pass (decoder logits, classifier, Grad-CAM, SGC) then runs on the
         teacher in inference mode, and each step ends with the teacher's EMA update. Built
         by the task from `train.ema_teacher_decay`.
+      teacher_mirror: with a teacher, its decoder distribution is the mean of its softmax on
+        the weak view and on the mirrored weak view (mirrored back), DeepLab's evaluation-time
+        flip; Grad-CAM and SGC stay those of the weak view. One more inference pass a step.
+        Exact on crops of `4k + 1` pixels at the decoder's stride 4 (decoder position `j`
+        mirrors to `w - 1 - j`).
+
+    Raises:
+      ValueError: for a bad mode, a mode without an SGC head, or `teacher_mirror` without a
+        teacher, naming the binding.
     """
 
     def __init__(self, model, sgc_head=None, mode="semi", use_sgc_loss=True,
                  use_classification_loss=True, gradcam_inference_pass=False,
                  classifier_threshold=0.5, weight_decay=4e-5, num_bins=15, pseudo_labels=None,
                  unlabelled_weight=1.0, mask_align_corners=True, regularize_depthwise=False,
-                 weight_decay_exclude=(), teacher=None):
+                 weight_decay_exclude=(), teacher=None, teacher_mirror=False):
         if mode not in MODES:
             raise ValueError(f"PseudoSegObjective.mode={mode!r}; choose one of {MODES}")
         if mode in ONLINE_PSEUDO_LABEL_MODES and sgc_head is None:
@@ -141,6 +150,12 @@ class PseudoSegObjective:
                              f"expected a tuple of strings")
         self.weight_decay_exclude = tuple(weight_decay_exclude)
         self.teacher = teacher
+        self.teacher_mirror = config_lib.check_bool("PseudoSegObjective.teacher_mirror",
+                                                    teacher_mirror)
+        if self.teacher_mirror and teacher is None:
+            raise ValueError("PseudoSegObjective.teacher_mirror = True averages a teacher's "
+                             "predictions, but this run has none (bind train.ema_teacher_decay "
+                             "> 0, e.g. 1.0 with train.teacher_checkpoint, or leave it False)")
         # `PseudoLabelConfig.align_distribution`: the running class marginals (variables, so
         # built here, inside the strategy scope, and checkpointed by the task).
         self.alignment = None
@@ -196,6 +211,12 @@ class PseudoSegObjective:
         else:
             outputs = self.model(batch["image"], training=True)
         decoder_logits = tf.stop_gradient(tf.cast(outputs["logits"], tf.float32))
+        if teacher and self.teacher_mirror:
+            mirrored = self.teacher.model(tf.reverse(batch["image"], [2]), training=False)
+            mirrored = tf.reverse(tf.cast(mirrored["logits"], tf.float32), [2])
+            # The log of the mean softmax: logits whose softmax is that mean.
+            decoder_logits = tf.stop_gradient(tf.math.log(tf.maximum(
+                0.5 * (tf.nn.softmax(decoder_logits) + tf.nn.softmax(mirrored)), 1e-12)))
         cam_outputs = outputs
         if self.gradcam_inference_pass and not teacher:
             cam_outputs = self.model(batch["image"], training=False)
