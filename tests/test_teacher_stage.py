@@ -45,7 +45,9 @@ def test_a_semi_run_and_its_supervised_run_name_one_teacher():
             ("demo.gin", ["PseudoLabelConfig.source = 'sgc'", "train.log_every = 7",
                           "after_training.export = False", "train.unlabelled_batch_size = 3",
                           "unlabelled_split/join_path.name = 'other.txt'",
-                          "evaluate_checkpoint.class_names = None"])]:
+                          "evaluate_checkpoint.class_names = None",
+                          "PseudoSegObjective.teacher_mirror = True",
+                          "StrongViewConfig.cutmix_area = 0.5"])]:
         text = _config_text(gin_file, data + extra)
         assert teacher_stage.teacher_cache_name(text, ["records"]) == name, (gin_file, extra)
     # What the teacher's weights depend on.

@@ -55,7 +55,8 @@ _KEY_IGNORES_PARAMETERS = frozenset({
     ("train", "unlabelled_batch_size"), ("train", "unlabelled_pattern"),
     ("train", "unlabelled_split"), ("train", "log_every"), ("train", "summary_every"),
     ("train", "image_summary_every"), ("train", "checkpoint_every"), ("train", "max_to_keep"),
-    ("train", "share_as_teacher"), ("PseudoSegObjective", "unlabelled_weight")})
+    ("train", "share_as_teacher"), ("PseudoSegObjective", "unlabelled_weight"),
+    ("PseudoSegObjective", "teacher_mirror")})
 
 _MARKER = "teacher.json"
 
