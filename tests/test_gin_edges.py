@@ -89,10 +89,10 @@ def test_strong_view_config_defaults_and_validation():
     assert dataclasses.asdict(StrongViewConfig()) == {
         "strength": 1.0, "brightness": 0.5, "contrast": 0.5, "saturation": 0.5, "hue": 0.25,
         "jitter_prob": 1.0, "cutout_size": 100, "cutout_fill": 127.5, "mean_pixel": 127.5,
-        "jit_compile": True, "cutout_fraction": 0.0}
+        "jit_compile": True, "cutout_fraction": 0.0, "cutmix_area": 0.0}
     for field, value in [("strength", -1.0), ("hue", -0.1), ("jitter_prob", 1.5),
                          ("cutout_size", -1), ("cutout_size", 8.5), ("cutout_fill", "grey"),
-                         ("jit_compile", 1), ("cutout_fraction", 2.0)]:
+                         ("jit_compile", 1), ("cutout_fraction", 2.0), ("cutmix_area", 1.0)]:
         with pytest.raises(ValueError, match=rf"^StrongViewConfig\.{field}="):
             StrongViewConfig(**{field: value})
 

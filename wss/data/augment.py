@@ -605,6 +605,7 @@ def strong_view(
     mean_pixel: Optional[float] = None,
     jit_compile: Optional[bool] = None,
     cutout_fraction: Optional[float] = None,
+    cutmix_area: Optional[float] = None,
 ) -> Dict[str, tf.Tensor]:
     """The strong view of a weak crop: colour jitter, one CutOut square, a CutMix box.
 
@@ -623,8 +624,8 @@ def strong_view(
       seed: Stateless seed `[2]`.
       config: A `StrongViewConfig`, or None for its defaults.
       strength, brightness, contrast, saturation, hue, jitter_prob, cutout_size, cutout_fill,
-        mean_pixel, jit_compile, cutout_fraction: Override the config's field of that name
-        (see `StrongViewConfig`).
+        mean_pixel, jit_compile, cutout_fraction, cutmix_area: Override the config's field of
+        that name (see `StrongViewConfig`).
 
     Returns:
       Dict with `strong` float32 `[h, w, 3]` and `strong_valid` float32 `[h, w]`, and
@@ -635,22 +636,21 @@ def strong_view(
     Raises:
       ValueError: on a bad setting, naming it.
     """
-    view = _jitter_and_cutout(image, valid, seed, config, strength=strength,
-                              brightness=brightness, contrast=contrast, saturation=saturation,
-                              hue=hue, jitter_prob=jitter_prob, cutout_size=cutout_size,
-                              cutout_fill=cutout_fill, mean_pixel=mean_pixel,
-                              jit_compile=jit_compile, cutout_fraction=cutout_fraction)
-    area = 0.0 if config is None else config.cutmix_area  # None: the class defaults, no gin.
-    if area > 0:
+    c = config_lib.with_overrides(
+        StrongViewConfig, config, strength=strength, brightness=brightness, contrast=contrast,
+        saturation=saturation, hue=hue, jitter_prob=jitter_prob, cutout_size=cutout_size,
+        cutout_fill=cutout_fill, mean_pixel=mean_pixel, jit_compile=jit_compile,
+        cutout_fraction=cutout_fraction, cutmix_area=cutmix_area)
+    view = _jitter_and_cutout(image, valid, seed, c)
+    if c.cutmix_area > 0:
         view["mix_mask"] = cutmix_mask(image.shape[0], image.shape[1],
-                                       tf.random.experimental.stateless_fold_in(seed, 1), area)
+                                       tf.random.experimental.stateless_fold_in(seed, 1),
+                                       c.cutmix_area)
     return view
 
 
-def _jitter_and_cutout(image, valid, seed, config, **overrides):
-    """`strong_view` without the CutMix box."""
-    c = config_lib.with_overrides(
-        StrongViewConfig, config, **overrides)
+def _jitter_and_cutout(image, valid, seed, c):
+    """`strong_view` without the CutMix box, from the resolved `StrongViewConfig` `c`."""
     strength, jitter_prob, cutout_size = c.strength, c.jitter_prob, c.cutout_size
     height, width = image.shape[0], image.shape[1]
     if c.cutout_fraction > 0:
