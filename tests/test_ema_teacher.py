@@ -150,7 +150,9 @@ def test_teacher_mirror_averages_the_softmax_of_the_mirrored_view():
     np.testing.assert_allclose(pseudo["targets"].numpy(), expected, atol=1e-5)  # T = 1.
     assert np.abs(mirrored - plain).max() > 1e-3  # The views differ, so the test can fail.
     with pytest.raises(ValueError, match="PseudoSegObjective.teacher_mirror"):
-        PseudoSegObjective(student, student_head, teacher_mirror=True)
+        PseudoSegObjective(student, student_head, teacher_mirror=True)  # Semi, no teacher.
+    # Modes without online pseudo labels ignore it (demo_supervised.gin includes demo.gin).
+    PseudoSegObjective(student, student_head, mode="supervised", teacher_mirror=True)
 
 
 def test_ema_teacher_in_supervised_mode_fails_naming_the_binding(tmp_path):

@@ -59,6 +59,7 @@ def tiny_bindings(data_dir, mode="semi", steps=3, extra=()):
         "train.teacher_checkpoint = None",
         "train.ema_teacher_decay = 0.0",
         "train.share_as_teacher = False",
+        "PseudoSegObjective.teacher_mirror = False",
         "PseudoLabelConfig.source = 'fusion'",
         "PseudoLabelConfig.soft = True",
         *extra,

@@ -47,6 +47,7 @@ METHODS = {
     "fusion": ("demo.gin", ["PseudoLabelConfig.source = 'fusion'"]),
     # The paper's one-stage loop: the model being trained makes its fused, sharpened labels.
     "one_stage": ("demo.gin", ["train.ema_teacher_decay = 0.0", "train.teacher_checkpoint = None",
+                               "PseudoSegObjective.teacher_mirror = False",
                                "PseudoLabelConfig.source = 'fusion'",
                                "PseudoLabelConfig.soft = True"]),
     # A diagnostic: the unlabelled images' own masks as pseudo labels, the ceiling of the

@@ -107,8 +107,9 @@ class PseudoSegObjective:
         mirrors to `w - 1 - j`).
 
     Raises:
-      ValueError: for a bad mode, a mode without an SGC head, or `teacher_mirror` without a
-        teacher, naming the binding.
+      ValueError: for a bad mode, a mode without an SGC head, or `teacher_mirror` in a semi or
+        weak run without a teacher (other modes make no pseudo labels and ignore it), naming
+        the binding.
     """
 
     def __init__(self, model, sgc_head=None, mode="semi", use_sgc_loss=True,
@@ -152,10 +153,11 @@ class PseudoSegObjective:
         self.teacher = teacher
         self.teacher_mirror = config_lib.check_bool("PseudoSegObjective.teacher_mirror",
                                                     teacher_mirror)
-        if self.teacher_mirror and teacher is None:
-            raise ValueError("PseudoSegObjective.teacher_mirror = True averages a teacher's "
-                             "predictions, but this run has none (bind train.ema_teacher_decay "
-                             "> 0, e.g. 1.0 with train.teacher_checkpoint, or leave it False)")
+        if self.teacher_mirror and teacher is None and self.makes_pseudo_labels:
+            raise ValueError(f"PseudoSegObjective.teacher_mirror = True averages a teacher's "
+                             f"predictions, but this {mode} run makes its pseudo labels without "
+                             f"one: bind PseudoSegObjective.teacher_mirror = False (the paper's "
+                             f"loop), or a teacher (train.ema_teacher_decay > 0)")
         # `PseudoLabelConfig.align_distribution`: the running class marginals (variables, so
         # built here, inside the strategy scope, and checkpointed by the task).
         self.alignment = None
