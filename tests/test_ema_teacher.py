@@ -151,6 +151,9 @@ def test_teacher_mirror_averages_the_softmax_of_the_mirrored_view():
     assert np.abs(mirrored - plain).max() > 1e-3  # The views differ, so the test can fail.
     with pytest.raises(ValueError, match="PseudoSegObjective.teacher_mirror"):
         PseudoSegObjective(student, student_head, teacher_mirror=True)  # Semi, no teacher.
+    with pytest.raises(ValueError, match="PseudoSegObjective.teacher_mirror = False with the"):
+        PseudoSegObjective(student, student_head, teacher=ema, teacher_mirror=True,
+                           pseudo_labels=PseudoLabelConfig(source="fusion"))
     # Modes without online pseudo labels ignore it (demo_supervised.gin includes demo.gin).
     PseudoSegObjective(student, student_head, mode="supervised", teacher_mirror=True)
 

@@ -44,7 +44,8 @@ METHODS = {
     # source is the decoder's, so `decoder_only` repeats `pseudoseg` under the row's name).
     "decoder_only": ("demo.gin", ["PseudoLabelConfig.source = 'decoder'"]),
     "sgc_only": ("demo.gin", ["PseudoLabelConfig.source = 'sgc'"]),
-    "fusion": ("demo.gin", ["PseudoLabelConfig.source = 'fusion'"]),
+    "fusion": ("demo.gin", ["PseudoLabelConfig.source = 'fusion'",
+                            "PseudoSegObjective.teacher_mirror = False"]),
     # The paper's one-stage loop: the model being trained makes its fused, sharpened labels.
     "one_stage": ("demo.gin", ["train.ema_teacher_decay = 0.0", "train.teacher_checkpoint = None",
                                "PseudoSegObjective.teacher_mirror = False",

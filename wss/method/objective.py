@@ -107,9 +107,9 @@ class PseudoSegObjective:
         mirrors to `w - 1 - j`).
 
     Raises:
-      ValueError: for a bad mode, a mode without an SGC head, or `teacher_mirror` in a semi or
-        weak run without a teacher (other modes make no pseudo labels and ignore it), naming
-        the binding.
+      ValueError: for a bad mode, a mode without an SGC head, `teacher_mirror` with the fusion
+        source, or `teacher_mirror` in a semi or weak run without a teacher (other modes make
+        no pseudo labels and ignore it), naming the binding.
     """
 
     def __init__(self, model, sgc_head=None, mode="semi", use_sgc_loss=True,
@@ -153,6 +153,15 @@ class PseudoSegObjective:
         self.teacher = teacher
         self.teacher_mirror = config_lib.check_bool("PseudoSegObjective.teacher_mirror",
                                                     teacher_mirror)
+        fusion = self.pseudo_labels.source == "fusion"
+        if self.teacher_mirror and self.makes_pseudo_labels and fusion:
+            # Measured (RESULTS.md, twenty-fifth session): the mirror's log-mean-softmax is not
+            # on the logits' scale, so the fusion's shared RMS norm flattens the fused labels
+            # (ECE 59-63%; random_colours 27.35% against 32.74% without the mirror).
+            raise ValueError("PseudoSegObjective.teacher_mirror = True gives the decoder's "
+                             "log-probabilities, which PseudoLabelConfig.source = 'fusion' cannot "
+                             "normalise with SGC's logits; bind PseudoSegObjective.teacher_mirror "
+                             "= False with the fusion")
         if self.teacher_mirror and teacher is None and self.makes_pseudo_labels:
             raise ValueError(f"PseudoSegObjective.teacher_mirror = True averages a teacher's "
                              f"predictions, but this {mode} run makes its pseudo labels without "
