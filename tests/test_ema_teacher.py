@@ -101,14 +101,20 @@ def _deeplab_pair(**model_kwargs):
     return model, head
 
 
-def test_weak_view_pass_runs_on_the_teacher_in_inference_mode():
+def _student_teacher_and_batch(decay):
+    """A tiny student, its EMA teacher (another initialisation) and an unlabelled batch."""
     keras.utils.set_random_seed(0)
     student, student_head = _deeplab_pair()
     teacher, teacher_head = _deeplab_pair()
-    ema = EmaTeacher(student, student_head, teacher, teacher_head, decay=0.99)
+    ema = EmaTeacher(student, student_head, teacher, teacher_head, decay=decay)
     rng = np.random.default_rng(0)
     unlabelled = {"image": tf.constant(rng.uniform(0, 255, (2, SIZE, SIZE, 3)), tf.float32),
                   "valid": tf.ones([2, SIZE, SIZE])}
+    return student, student_head, teacher, ema, unlabelled
+
+
+def test_weak_view_pass_runs_on_the_teacher_in_inference_mode():
+    student, student_head, teacher, ema, unlabelled = _student_teacher_and_batch(0.99)
     config = PseudoLabelConfig(source="decoder", temperature=1.0)
     objective = PseudoSegObjective(student, student_head, pseudo_labels=config, teacher=ema)
     pseudo = objective.pseudo_label_pass(unlabelled)
@@ -123,13 +129,9 @@ def test_weak_view_pass_runs_on_the_teacher_in_inference_mode():
 
 def test_teacher_mirror_averages_the_softmax_of_the_mirrored_view():
     """`teacher_mirror`: the teacher's decoder distribution against a float64 numpy reference."""
-    keras.utils.set_random_seed(0)
-    student, student_head = _deeplab_pair()
-    teacher, teacher_head = _deeplab_pair()
-    ema = EmaTeacher(student, student_head, teacher, teacher_head, decay=1.0)
-    rng = np.random.default_rng(0)
-    image = rng.uniform(0, 255, (2, SIZE, SIZE, 3))
-    unlabelled = {"image": tf.constant(image, tf.float32), "valid": tf.ones([2, SIZE, SIZE])}
+    student, student_head, teacher, ema, unlabelled = _student_teacher_and_batch(1.0)
+    image = unlabelled["image"].numpy()
+    rng = np.random.default_rng(1)
     for variable in teacher.trainable_variables:  # An untrained network is nearly constant.
         variable.assign(variable + rng.normal(0, 0.3, variable.shape).astype(np.float32))
     config = PseudoLabelConfig(source="decoder", temperature=1.0)
@@ -149,8 +151,9 @@ def test_teacher_mirror_averages_the_softmax_of_the_mirrored_view():
     np.testing.assert_allclose(softmax(pseudo["decoder_logits"]), expected, atol=1e-5)
     np.testing.assert_allclose(pseudo["targets"].numpy(), expected, atol=1e-5)  # T = 1.
     assert np.abs(mirrored - plain).max() > 1e-3  # The views differ, so the test can fail.
-    with pytest.raises(ValueError, match="PseudoSegObjective.teacher_mirror"):
-        PseudoSegObjective(student, student_head, teacher_mirror=True)  # Semi, no teacher.
+    with pytest.raises(ValueError, match="teacher_mirror = True averages a teacher's"):
+        PseudoSegObjective(student, student_head, pseudo_labels=config,  # Semi, no teacher.
+                           teacher_mirror=True)
     with pytest.raises(ValueError, match="PseudoSegObjective.teacher_mirror = False with the"):
         PseudoSegObjective(student, student_head, teacher=ema, teacher_mirror=True,
                            pseudo_labels=PseudoLabelConfig(source="fusion"))
