@@ -16,10 +16,15 @@ the `pseudo_labels/` directory that a self-training run writes (`demo_self_train
 `train.teacher_checkpoint = 'SUPERVISED_RUN'`, `self_training.threshold = 0.0` and
 `train.num_steps = 1` writes the supervised run's argmax for every unlabelled image), so that
 the same training measures how far that teacher's labels, fixed, take L_u (`benchmarks/
-RESULTS.md`, twentieth session).
+RESULTS.md`, twentieth session). With `--teacher_runs RUN [RUN ...]` the masks are made here
+instead: the argmax of the mean softmax of those runs (an ensemble of supervised runs of one
+config, e.g. seeds; with `--teacher_mirror`, each also averaged with its mirror image's, as
+`PseudoSegObjective.teacher_mirror` does), each unlabelled image predicted whole
+(`probe_teacher_ensemble.py`; twenty-sixth session).
 
 Run: `python benchmarks/noisy_masks.py --data_dir DIR --output_dir OUT --rate 0.5`
-(needs scipy: `pip install -e ".[data]"`), or `--teacher_labels LABELS` instead of `--rate`.
+(needs scipy: `pip install -e ".[data]"`), or `--teacher_labels LABELS` or
+`--teacher_runs RUN [RUN ...]` instead of `--rate`.
 Prints the share of objects relabelled and of foreground pixels whose class is still right.
 """
 
@@ -79,6 +84,44 @@ def read_teacher_masks(directory):
             feature = tf.train.Example.FromString(serialized.numpy()).features.feature
             image_id = records.image_id(feature[records.IMAGE_FILENAME].bytes_list.value[0])
             masks[image_id] = feature[records.MASK_ENCODED].bytes_list.value[0]
+    return masks
+
+
+def ensemble_teacher_masks(data_dir, run_dirs, labelled_split="labelled_1_16.txt",
+                           mirror=False):
+    """The encoded argmax masks, by image id, of an ensemble of runs on the unlabelled images.
+
+    Args:
+      data_dir: the dataset (`train-*.tfrecord` and the split file).
+      run_dirs: `wss.train` log directories (or, after the first, checkpoint prefixes) of one
+        config.
+      labelled_split: split file of the images that keep their masks (not predicted).
+      mirror: also average each run's softmax on the mirror image.
+
+    Raises:
+      ValueError: if `data_dir` holds no `train-*.tfrecord`.
+    """
+    # The teacher's code is a sibling script (run from benchmarks/, like this one).
+    from probe_teacher_ensemble import ensemble_probabilities, restore_ensemble
+
+    models = restore_ensemble(list(run_dirs))[0]
+    labelled = set(splits.read_split_file(os.path.join(data_dir, labelled_split)))
+    shards = sorted(glob.glob(os.path.join(data_dir, "train-*.tfrecord")))
+    if not shards:
+        raise ValueError(f"no train-*.tfrecord in {data_dir}")
+    masks = {}
+    for shard in shards:
+        for serialized in tf.data.TFRecordDataset(shard):
+            feature = tf.train.Example.FromString(serialized.numpy()).features.feature
+            image_id = records.image_id(feature[records.IMAGE_FILENAME].bytes_list.value[0])
+            if image_id in labelled:
+                continue
+            image = tf.io.decode_image(feature[records.IMAGE_ENCODED].bytes_list.value[0],
+                                       channels=3, expand_animations=False)
+            probs = ensemble_probabilities(models, tf.cast(image, tf.float32)[None],
+                                           flip=mirror)
+            masks[image_id] = records.encode_mask(
+                tf.argmax(probs[0], axis=-1, output_type=tf.int32).numpy().astype(np.uint8))
     return masks
 
 
@@ -169,16 +212,27 @@ def main():
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--rate", type=float)
     what.add_argument("--teacher_labels", help="a self-training run's pseudo_labels/ directory")
+    what.add_argument("--teacher_runs", nargs="+",
+                      help="supervised runs of one config whose mean softmax labels the images")
+    parser.add_argument("--teacher_mirror", action="store_true",
+                        help="with --teacher_runs: also average each run's mirror image")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--labelled_split", default="labelled_1_16.txt")
     parser.add_argument("--num_classes", type=int, default=None)
     args = parser.parse_args()
-    teacher_masks = read_teacher_masks(args.teacher_labels) if args.teacher_labels else None
+    teacher_masks = None
+    if args.teacher_labels:
+        teacher_masks = read_teacher_masks(args.teacher_labels)
+    elif args.teacher_runs:
+        teacher_masks = ensemble_teacher_masks(args.data_dir, args.teacher_runs,
+                                               args.labelled_split, args.teacher_mirror)
     counts = write_noisy_copy(args.data_dir, args.output_dir, args.rate or 0.0, args.seed,
                               args.labelled_split, args.num_classes, teacher_masks)
     print("| rate | objects | relabelled | foreground pixels with the right class |")
     print("| --- | --- | --- | --- |")
-    source = f"teacher {args.teacher_labels}" if args.teacher_labels else args.rate
+    source = args.rate
+    if args.teacher_labels or args.teacher_runs:
+        source = f"teacher {args.teacher_labels or ' + '.join(args.teacher_runs)}"
     print(f"| {source} | {counts['objects']} | {counts['relabelled']} | "
           f"{100 * counts['foreground_right'] / max(counts['foreground'], 1):.1f}% |")
 

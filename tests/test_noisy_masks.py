@@ -2,9 +2,11 @@
 
 import json
 import os
+import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from script_loading import load_script
 
 from wss.data import records
@@ -133,3 +135,63 @@ def test_teacher_labels_replace_the_unlabelled_masks_only(noisy_masks, tmp_path)
     np.testing.assert_array_equal(labels, [2])  # The image labels follow the new mask.
     with pytest.raises(ValueError, match="teacher_labels"):
         noisy_masks.read_teacher_masks(str(tmp_path / "in" / "missing"))
+
+
+class _LinearModel:
+    """A fake DeepLab model (no output stride: run on the image as it is): per-pixel logits
+    `image @ weights + column ramp * slope`, so the mirror image's logits differ."""
+
+    def __init__(self, weights, slope):
+        self.weights = np.asarray(weights, np.float32)
+        self.slope = np.asarray(slope, np.float32)
+
+    def logits(self, images):
+        """The float64 numpy logits of `[B, H, W, 3]` images."""
+        ramp = np.arange(images.shape[2], dtype=np.float64)[None, None, :, None]
+        return images.astype(np.float64) @ self.weights + ramp * self.slope
+
+    def __call__(self, images, training=False):
+        del training
+        return {"logits": tf.constant(self.logits(np.asarray(images)), tf.float32)}
+
+
+def _softmax(logits):
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def test_teacher_runs_label_with_the_ensembles_mirrored_mean_softmax(noisy_masks, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
+    probe = load_script("benchmarks/probe_teacher_ensemble.py")
+    monkeypatch.setitem(sys.modules, "probe_teacher_ensemble", probe)
+    rng = np.random.default_rng(0)
+    models = [_LinearModel(rng.normal(size=(3, NUM_CLASSES)) / 40, rng.normal(size=NUM_CLASSES))
+              for _ in range(2)]
+    monkeypatch.setattr(probe, "restore_ensemble", lambda runs: (models, NUM_CLASSES, None, runs))
+    source = str(tmp_path / "in")
+    images = {name: rng.integers(0, 256, (8, 8, 3)).astype(np.uint8) for name in MASKS}
+    records.write_records([records.encode_example(images[name], name, mask=mask,
+                                                  image_format="png", num_classes=NUM_CLASSES)
+                           for name, mask in MASKS.items()],
+                          os.path.join(source, "train"), num_shards=2)
+    with open(os.path.join(source, "labelled_1_16.txt"), "w") as f:
+        f.write("lab\n")
+
+    labelled_by = {}
+    for mirror in (False, True):
+        masks = noisy_masks.ensemble_teacher_masks(source, ["a", "b"], mirror=mirror)
+        labelled_by[mirror] = masks
+        assert sorted(masks) == ["un1", "un2"]  # The labelled image keeps its mask.
+        for name, encoded in masks.items():
+            image = images[name][None].astype(np.float64)
+            probs = 0.0
+            for model in models:
+                probs = probs + _softmax(model.logits(image))
+                if mirror:
+                    probs = probs + _softmax(model.logits(image[:, :, ::-1]))[:, :, ::-1]
+            expected = probs[0].argmax(axis=-1)
+            got = tf.io.decode_png(encoded, channels=1)[..., 0].numpy()
+            np.testing.assert_array_equal(got, expected)
+            assert len(np.unique(got)) > 1  # The labels are not one class everywhere.
+    assert labelled_by[False] != labelled_by[True]  # The mirror changed some pixel.
