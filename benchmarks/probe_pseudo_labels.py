@@ -87,6 +87,34 @@ def candidates(decoder_logits, sgc_logits, gammas, temperatures, image_labels, r
     return rows
 
 
+def score_labels(sums, name, predicted, labels, num_classes):
+    """Adds one batch of predicted labels to a row of label scores.
+
+    Args:
+      sums: dict of rows, `name -> [confusion matrix, foreground right, foreground pixels]`
+        (a missing row is created).
+      name: the row.
+      predicted: int numpy `[B, h, w]` labels.
+      labels: int numpy `[B, h, w]` masks (255 ignored).
+      num_classes: classes including background.
+    """
+    entry = sums.setdefault(name, [0, 0.0, 0.0])
+    entry[0] = entry[0] + metrics.confusion_matrix(
+        tf.constant(labels), tf.constant(predicted, tf.int32), num_classes).numpy()
+    foreground = (labels > 0) & (labels != IGNORE_LABEL)
+    entry[1] += float(np.sum((predicted == labels) & foreground))
+    entry[2] += float(np.sum(foreground))
+
+
+def print_label_scores(sums):
+    """Prints `score_labels`' rows: pixel accuracy, mIoU and foreground accuracy in %."""
+    print("| labels | pixel accuracy | mIoU | foreground accuracy |")
+    print("| --- | --- | --- | --- |")
+    for name, (matrix, right, total) in sums.items():
+        print(f"| {name} | {100 * np.trace(matrix) / matrix.sum():.2f} | "
+              f"{100 * metrics.mean_iou(matrix):.2f} | {100 * right / max(total, 1):.2f} |")
+
+
 def restore_run(run_dir):
     """Parses a run's config and restores its last checkpoint.
 

@@ -25,13 +25,11 @@ labels as a dataset's unlabelled masks, to train a student on them.
 import argparse
 
 import numpy as np
-import tensorflow as tf
-from probe_pseudo_labels import restore_run
+from probe_pseudo_labels import print_label_scores, restore_run, score_labels
 
 from wss import experiment
 from wss.data import pipeline
-from wss.data.records import IGNORE_LABEL
-from wss.evaluation import evaluator, metrics
+from wss.evaluation import evaluator
 
 
 def restore_ensemble(run_dirs):
@@ -101,10 +99,9 @@ def main():
         rows["ensemble"] = (everyone, (1.0,), False)
         rows["ensemble, mirror"] = (everyone, (1.0,), True)
 
-    sums = {name: [0, 0.0, 0.0] for name in rows}
+    sums = {}
     for batch in pipeline.eval_dataset(spec, num_classes, batch_size=args.batch_size):
         labels = batch["label"].numpy()
-        foreground = (labels != IGNORE_LABEL) & (labels > 0)
         single = {}  # Each model's probabilities per (scales, flip), shared by the rows.
         for name, (members, scales, flip) in rows.items():
             for member in members:
@@ -112,19 +109,11 @@ def main():
                     single[(member, scales, flip)] = ensemble_probabilities(
                         [models[member]], batch["image"], scales, flip).numpy()
             probs = np.mean([single[(member, scales, flip)] for member in members], axis=0)
-            predicted = probs.argmax(axis=-1)
-            entry = sums[name]
-            entry[0] = entry[0] + metrics.confusion_matrix(
-                tf.constant(labels), tf.constant(predicted, tf.int32), num_classes).numpy()
-            entry[1] += float(np.sum((predicted == labels) & foreground))
-            entry[2] += float(np.sum(foreground))
+            score_labels(sums, name, probs.argmax(axis=-1), labels, num_classes)
 
     print("\nruns: " + ", ".join(f"{index}: {path}" for index, path in enumerate(checkpoints)))
-    print("\n| labels | pixel accuracy | mIoU | foreground accuracy |")
-    print("| --- | --- | --- | --- |")
-    for name, (matrix, right, total) in sums.items():
-        print(f"| {name} | {100 * np.trace(matrix) / matrix.sum():.2f} | "
-              f"{100 * metrics.mean_iou(matrix):.2f} | {100 * right / max(total, 1):.2f} |")
+    print()
+    print_label_scores(sums)
 
 
 if __name__ == "__main__":

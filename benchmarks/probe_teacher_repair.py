@@ -22,12 +22,10 @@ import argparse
 
 import numpy as np
 import tensorflow as tf
-from probe_pseudo_labels import pad_to_aligned_size, restore_run
+from probe_pseudo_labels import pad_to_aligned_size, print_label_scores, restore_run, score_labels
 from scipy import ndimage
 
 from wss.data import pipeline
-from wss.data.records import IGNORE_LABEL
-from wss.evaluation import metrics
 from wss.resize import resize_labels, spatial_size
 
 
@@ -65,12 +63,7 @@ def main():
     sums = {}
 
     def score(name, predicted, labels):
-        entry = sums.setdefault(name, [0, 0.0, 0.0])
-        entry[0] = entry[0] + metrics.confusion_matrix(
-            tf.constant(labels), tf.constant(predicted, tf.int32), num_classes).numpy()
-        foreground = (labels > 0) & (labels != IGNORE_LABEL)
-        entry[1] += float(np.sum((predicted == labels) & foreground))
-        entry[2] += float(np.sum(foreground))
+        score_labels(sums, name, predicted, labels, num_classes)
 
     for batch in pipeline.eval_dataset(spec, num_classes, batch_size=args.batch_size):
         batch = pad_to_aligned_size(batch, model.output_stride)
@@ -88,11 +81,7 @@ def main():
                       labels)
 
     print(f"\n{checkpoint}: the decoder's labels of the validation images, repaired\n")
-    print("| labels | pixel accuracy | mIoU | foreground accuracy |")
-    print("| --- | --- | --- | --- |")
-    for name, (matrix, right, total) in sums.items():
-        print(f"| {name} | {100 * np.trace(matrix) / matrix.sum():.2f} | "
-              f"{100 * metrics.mean_iou(matrix):.2f} | {100 * right / max(total, 1):.2f} |")
+    print_label_scores(sums)
 
 
 if __name__ == "__main__":
