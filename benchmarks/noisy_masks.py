@@ -104,11 +104,11 @@ def ensemble_teacher_masks(data_dir, run_dirs, labelled_split="labelled_1_16.txt
     # The teacher's code is a sibling script (run from benchmarks/, like this one).
     from probe_teacher_ensemble import ensemble_probabilities, restore_ensemble
 
-    models = restore_ensemble(list(run_dirs))[0]
     labelled = set(splits.read_split_file(os.path.join(data_dir, labelled_split)))
     shards = sorted(glob.glob(os.path.join(data_dir, "train-*.tfrecord")))
-    if not shards:
+    if not shards:  # Before the models are restored, which takes a while.
         raise ValueError(f"no train-*.tfrecord in {data_dir}")
+    models = restore_ensemble(list(run_dirs))[0]
     masks = {}
     for shard in shards:
         for serialized in tf.data.TFRecordDataset(shard):

@@ -34,7 +34,8 @@ from wss.models import inference
 from wss.resize import resize_labels, resize_like, spatial_size
 
 
-def _floats(text):
+def parse_floats(text):
+    """A comma-separated command-line list of numbers, as a tuple of floats."""
     return tuple(float(value) for value in text.split(",") if value)
 
 
@@ -143,8 +144,8 @@ def main():
     parser.add_argument("--image_labels", default="ground_truth",
                         choices=("ground_truth", "classifier"),
                         help="labels that select the Grad-CAM classes (and the restriction)")
-    parser.add_argument("--gammas", type=_floats, default=(0.5, 0.7))
-    parser.add_argument("--temperatures", type=_floats, default=(1.0, 0.5, 0.3))
+    parser.add_argument("--gammas", type=parse_floats, default=(0.5, 0.7))
+    parser.add_argument("--temperatures", type=parse_floats, default=(1.0, 0.5, 0.3))
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--classifier_threshold", type=float, default=0.5,
                         help="probability at which the classifier names a class present (0.5, "

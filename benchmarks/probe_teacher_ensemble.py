@@ -25,7 +25,7 @@ labels as a dataset's unlabelled masks, to train a student on them.
 import argparse
 
 import numpy as np
-from probe_pseudo_labels import print_label_scores, restore_run, score_labels
+from probe_pseudo_labels import parse_floats, print_label_scores, restore_run, score_labels
 
 from wss import experiment
 from wss.data import pipeline
@@ -72,8 +72,12 @@ def ensemble_probabilities(models, images, scales=(1.0,), flip=False):
     return total / float(len(models))
 
 
-def _floats(text):
-    return tuple(float(value) for value in text.split(",") if value)
+def _one_view(model, images, scale, mirrored):
+    """One model's numpy softmax at one scale, of the image or (mirrored back) its mirror."""
+    if mirrored:
+        images = images[:, :, ::-1]
+    probs = evaluator.predict_probabilities(model, images, scales=(scale,)).numpy()
+    return probs[:, :, ::-1] if mirrored else probs
 
 
 def main():
@@ -81,7 +85,7 @@ def main():
     parser.add_argument("--run_dir", required=True, help="a wss.train log directory")
     parser.add_argument("--ensemble_runs", nargs="*", default=(),
                         help="more runs (log directories or checkpoints) of the same config")
-    parser.add_argument("--scales", type=_floats, default=(0.75, 1.0, 1.25),
+    parser.add_argument("--scales", type=parse_floats, default=(0.75, 1.0, 1.25),
                         help="the multi-scale rows' scales")
     parser.add_argument("--batch_size", type=int, default=16)
     args = parser.parse_args()
@@ -102,13 +106,15 @@ def main():
     sums = {}
     for batch in pipeline.eval_dataset(spec, num_classes, batch_size=args.batch_size):
         labels = batch["label"].numpy()
-        single = {}  # Each model's probabilities per (scales, flip), shared by the rows.
+        passes = {}  # One forward pass per (model, scale, mirrored), shared by the rows.
         for name, (members, scales, flip) in rows.items():
-            for member in members:
-                if (member, scales, flip) not in single:
-                    single[(member, scales, flip)] = ensemble_probabilities(
-                        [models[member]], batch["image"], scales, flip).numpy()
-            probs = np.mean([single[(member, scales, flip)] for member in members], axis=0)
+            views = [(member, scale, mirrored) for member in members for scale in scales
+                     for mirrored in ((False, True) if flip else (False,))]
+            for member, scale, mirrored in views:
+                if (member, scale, mirrored) not in passes:
+                    passes[(member, scale, mirrored)] = _one_view(
+                        models[member], batch["image"], scale, mirrored)
+            probs = np.mean([passes[view] for view in views], axis=0)
             score_labels(sums, name, probs.argmax(axis=-1), labels, num_classes)
 
     print("\nruns: " + ", ".join(f"{index}: {path}" for index, path in enumerate(checkpoints)))
