@@ -55,6 +55,18 @@ MODES = ("supervised", "semi", "weak", "self_training")
 ONLINE_PSEUDO_LABEL_MODES = ("semi", "weak")
 
 
+def _one_hot_targets(labels, logits):
+    """Offline labels `[B, H, W]` as one-hot targets at `logits`' resolution, and weights.
+
+    Returns:
+      (float32 `[B, h, w, C]` targets, float32 `[B, h, w]` weights, 0 at the ignore label).
+    """
+    labels = tf.cast(resize_labels(labels, spatial_size(logits)), tf.int32)
+    known = tf.not_equal(labels, IGNORE_LABEL)
+    targets = tf.one_hot(tf.where(known, labels, 0), tf.shape(logits)[-1], dtype=tf.float32)
+    return tf.stop_gradient(targets), tf.cast(known, tf.float32)
+
+
 def mix_with_partner(tensor, keep):
     """CutMix within a batch: `keep * x[i] + (1 - keep) * x[i + 1]`, cyclically over `i`.
 
@@ -71,7 +83,7 @@ def mix_with_partner(tensor, keep):
     return keep * tensor + (1 - keep) * partner
 
 
-@gin.configurable(denylist=["model", "sgc_head", "mode", "teacher"])
+@gin.configurable(denylist=["model", "sgc_head", "mode", "teacher", "offline_labels"])
 class PseudoSegObjective:
     """Computes the PseudoSeg losses of one replica's batches.
 
@@ -105,20 +117,31 @@ class PseudoSegObjective:
         flip; Grad-CAM and SGC stay those of the weak view. One more inference pass a step.
         Exact on crops of `4k + 1` pixels at the decoder's stride 4 (decoder position `j`
         mirrors to `w - 1 - j`).
+      offline_labels: semi mode: the unlabelled batches' `label` is an offline pseudo label
+        (`wss.method.offline_labels`, `train.offline_pseudo_labels`): no weak-view pass is run,
+        and L_u trains the strong view towards its one-hot label (weight 0 where it is the
+        ignore label). Set by the task; `teacher_mirror` and `pseudo_labels` are then unused.
 
     Raises:
       ValueError: for a bad mode, a mode without an SGC head, `teacher_mirror` with the fusion
         source, or `teacher_mirror` in a semi or weak run without a teacher (other modes make
-        no pseudo labels and ignore it), naming the binding.
+        no pseudo labels and ignore it), naming the binding; offline labels outside semi mode,
+        with a teacher or with distribution alignment.
     """
 
     def __init__(self, model, sgc_head=None, mode="semi", use_sgc_loss=True,
                  use_classification_loss=True, gradcam_inference_pass=False,
                  classifier_threshold=0.5, weight_decay=4e-5, num_bins=15, pseudo_labels=None,
                  unlabelled_weight=1.0, mask_align_corners=True, regularize_depthwise=False,
-                 weight_decay_exclude=(), teacher=None, teacher_mirror=False):
+                 weight_decay_exclude=(), teacher=None, teacher_mirror=False,
+                 offline_labels=False):
         if mode not in MODES:
             raise ValueError(f"PseudoSegObjective.mode={mode!r}; choose one of {MODES}")
+        self.offline_labels = bool(offline_labels)
+        if self.offline_labels and (mode != "semi" or teacher is not None):
+            raise ValueError(f"offline pseudo labels (train.offline_pseudo_labels) replace the "
+                             f"online ones of train.mode 'semi' without an EMA teacher; got "
+                             f"mode={mode!r} with {'a' if teacher is not None else 'no'} teacher")
         if mode in ONLINE_PSEUDO_LABEL_MODES and sgc_head is None:
             raise ValueError(f"mode={mode!r} needs an SGC head for its pseudo labels")
         if teacher is not None and mode not in ONLINE_PSEUDO_LABEL_MODES:
@@ -162,7 +185,8 @@ class PseudoSegObjective:
                              "log-probabilities, which PseudoLabelConfig.source = 'fusion' cannot "
                              "normalise with SGC's logits; bind PseudoSegObjective.teacher_mirror "
                              "= False with the fusion")
-        if self.teacher_mirror and teacher is None and self.makes_pseudo_labels:
+        if (self.teacher_mirror and teacher is None and self.makes_pseudo_labels
+                and not self.offline_labels):
             raise ValueError(f"PseudoSegObjective.teacher_mirror = True averages a teacher's "
                              f"predictions, but this {mode} run makes its pseudo labels without "
                              f"one: bind PseudoSegObjective.teacher_mirror = False (the paper's "
@@ -171,6 +195,9 @@ class PseudoSegObjective:
         # built here, inside the strategy scope, and checkpointed by the task).
         self.alignment = None
         if self.pseudo_labels.align_distribution and self.makes_pseudo_labels:
+            if self.offline_labels:
+                raise ValueError("PseudoLabelConfig.align_distribution aligns online pseudo "
+                                 "labels; train.offline_pseudo_labels = True makes none")
             self.alignment = DistributionAlignment(model.num_classes)
 
     @property
@@ -214,8 +241,10 @@ class PseudoSegObjective:
           dict with `decoder_logits`, `sgc_logits` (at the decoder resolution),
           `distribution` (the fused or single-source distribution before sharpening), `targets`
           and `pixel_weights` (from `make_pseudo_labels` with this objective's
-          `pseudo_labels` config).
+          `pseudo_labels` config); with offline labels only `labels`, the batch's.
         """
+        if self.offline_labels:  # The batch's label is the pseudo label: no pass to run.
+            return {"labels": batch["label"]}
         teacher = self.teacher is not None
         if teacher:  # Inference mode: the teacher is never trained.
             outputs = self.teacher.model(batch["image"], training=False)
@@ -290,6 +319,8 @@ class PseudoSegObjective:
         if self.makes_pseudo_labels:
             images, valid, targets, weights = self._strong_batch(unlabelled, pseudo)
             strong = self.model(images, training=True)
+            if self.offline_labels:  # One-hot labels at the strong logits' resolution.
+                targets, weights = _one_hot_targets(targets, strong["logits"])
             named["loss_u"] = losses.unlabelled_loss(
                 targets, strong["logits"], valid, pixel_weights=weights,
                 weight=self.unlabelled_weight, mask_align_corners=self.mask_align_corners)
@@ -314,9 +345,19 @@ class PseudoSegObjective:
 
         Returns:
           (images `[B, H, W, 3]`, strong_valid `[B, H, W]`, targets `[B, h, w, C]`,
-          pixel_weights `[B, h, w]` or None).
+          pixel_weights `[B, h, w]` or None); with offline labels the targets are the
+          (mixed) int labels `[B, H, W]`.
         """
         images, valid = unlabelled["strong"], unlabelled["strong_valid"]
+        if self.offline_labels:
+            labels = pseudo["labels"]
+            if "mix_mask" in unlabelled:  # Exact on integers: the mask is 0 or 1.
+                keep = tf.cast(unlabelled["mix_mask"], tf.float32)
+                images = mix_with_partner(images, tf.cast(keep, images.dtype)[..., None])
+                valid = mix_with_partner(tf.cast(valid, tf.float32), keep)
+                labels = tf.cast(tf.round(mix_with_partner(tf.cast(labels, tf.float32), keep)),
+                                 labels.dtype)
+            return images, valid, labels, None
         targets, weights = pseudo["targets"], pseudo["pixel_weights"]
         if "mix_mask" not in unlabelled:
             return images, valid, targets, weights

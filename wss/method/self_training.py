@@ -88,7 +88,7 @@ def _encoded_image(serialized):
 
 
 def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, scales=(1.0,),
-                        flip=False, num_shards=4, log_every=500):
+                        flip=False, num_shards=4, log_every=500, relabel=None):
     """Predicts every image of `spec` with `model` and writes the hard pseudo labels.
 
     Images are read by `wss.data.pipeline.eval_dataset` and predicted at full resolution by
@@ -107,10 +107,16 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
       flip: also predict the flipped images.
       num_shards: output files.
       log_every: print progress every this many images.
+      relabel: None, or a function of (image `[H, W, 3]`, teacher probabilities `[H, W, C]`)
+        that returns the labels `[H, W]` to keep instead of the teacher's argmax (the kept
+        pixels are still those of `threshold`; `wss.method.object_naming.CropNamer`).
 
     Returns:
       dict with `num_images`, `num_pixels`, `kept_pixels`, `kept_fraction` and, over the kept
-      pixels of records that have a mask, `scored_pixels` and `accuracy` (None without masks).
+      pixels of records that have a mask, `scored_pixels` and `accuracy` (None without masks);
+      with `relabel` also `teacher_accuracy` (the teacher's argmax on the same pixels) and,
+      over the foreground pixels of the masks, `foreground_accuracy` and
+      `teacher_foreground_accuracy`.
 
     Raises:
       RuntimeError: if the image stream and the records fall out of step (never expected).
@@ -120,13 +126,15 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def predict(images):
         probabilities = evaluation.predict_probabilities(model, images, scales, flip)
-        return hard_pseudo_labels(probabilities, threshold)
+        labels, keep = hard_pseudo_labels(probabilities, threshold)
+        return labels, keep, probabilities
 
     images = pipeline.eval_dataset(spec, num_classes=num_classes, batch_size=1)
     encoded = pipeline.read_records(spec, check_ids=False).map(
         tf.autograph.experimental.do_not_convert(_encoded_image))
     counts = {"num_images": 0, "num_pixels": 0, "kept_pixels": 0, "scored_pixels": 0,
-              "correct_pixels": 0}
+              "correct_pixels": 0, "teacher_correct_pixels": 0, "foreground_pixels": 0,
+              "foreground_correct": 0, "teacher_foreground_correct": 0}
 
     def examples():
         for batch, (image_bytes, filename) in tf.data.Dataset.zip((images, encoded)):
@@ -135,8 +143,13 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
                 raise RuntimeError(f"pseudo labels: the image stream is at "
                                    f"{batch['filename'][0].numpy()!r}, the records at "
                                    f"{filename!r}")
-            labels, keep = predict(batch["image"])
+            labels, keep, probabilities = predict(batch["image"])
             labels, keep = labels[0].numpy(), keep[0].numpy()
+            teacher_labels = labels
+            if relabel is not None:
+                teacher_labels = np.where(keep, labels, IGNORE_LABEL)
+                renamed = relabel(batch["image"][0].numpy(), probabilities[0].numpy())
+                labels = np.where(keep, renamed, IGNORE_LABEL).astype(labels.dtype)
             counts["num_images"] += 1
             counts["num_pixels"] += keep.size
             counts["kept_pixels"] += int(keep.sum())
@@ -145,6 +158,14 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
                 scored = keep & (truth != IGNORE_LABEL)
                 counts["scored_pixels"] += int(scored.sum())
                 counts["correct_pixels"] += int((labels[scored] == truth[scored]).sum())
+                counts["teacher_correct_pixels"] += int(
+                    (teacher_labels[scored] == truth[scored]).sum())
+                foreground = scored & (truth > 0)
+                counts["foreground_pixels"] += int(foreground.sum())
+                counts["foreground_correct"] += int(
+                    (labels[foreground] == truth[foreground]).sum())
+                counts["teacher_foreground_correct"] += int(
+                    (teacher_labels[foreground] == truth[foreground]).sum())
             if counts["num_images"] % log_every == 0:
                 print(f"Pseudo labels: {counts['num_images']} images", flush=True)
             yield records.encode_example(image_bytes.numpy(), filename,
@@ -156,6 +177,14 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
     summary["kept_fraction"] = counts["kept_pixels"] / max(counts["num_pixels"], 1)
     summary["accuracy"] = (counts["correct_pixels"] / counts["scored_pixels"]
                            if counts["scored_pixels"] else None)
+    if relabel is not None:
+        scored, foreground = counts["scored_pixels"], counts["foreground_pixels"]
+        summary["teacher_accuracy"] = (counts["teacher_correct_pixels"] / scored
+                                       if scored else None)
+        summary["foreground_accuracy"] = (counts["foreground_correct"] / foreground
+                                          if foreground else None)
+        summary["teacher_foreground_accuracy"] = (
+            counts["teacher_foreground_correct"] / foreground if foreground else None)
     return summary
 
 
@@ -185,6 +214,10 @@ def _describe(summary):
     if summary.get("accuracy") is not None:
         text += (f", {summary['accuracy'] * 100:.1f}% of the kept pixels right (against the "
                  "unlabelled records' masks)")
+    if summary.get("foreground_accuracy") is not None:
+        text += (f"; the foreground named right: {summary['foreground_accuracy'] * 100:.1f}% "
+                 f"(the teacher's argmax: "
+                 f"{summary['teacher_foreground_accuracy'] * 100:.1f}%)")
     return text
 
 
@@ -261,24 +294,27 @@ def _check_settings(threshold, scales, num_shards):
 
 
 def _label_with_teacher(checkpoint, spec, num_classes, output_dir, threshold, scales, flip,
-                        num_shards):
+                        num_shards, relabel_factory=None):
     """Restores the teacher in float32 and writes its labels; the previous policy is restored.
 
     Returns:
-      The counts of `write_pseudo_labels`.
+      The counts of `write_pseudo_labels` (and, with `relabel_factory`, what it reports).
     """
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
         teacher = _load_teacher(checkpoint, num_classes)
-        return write_pseudo_labels(teacher, spec, num_classes, output_dir, threshold, scales,
-                                   flip, num_shards)
+        relabel, report = (None, {}) if relabel_factory is None else relabel_factory()
+        summary = write_pseudo_labels(teacher, spec, num_classes, output_dir, threshold, scales,
+                                      flip, num_shards, relabel=relabel)
+        summary.update(report)
+        return summary
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 
 
 def _make_pseudo_labels(output_dir, checkpoint, spec, num_classes, settings, threshold, scales,
-                        flip, num_shards):
+                        flip, num_shards, relabel_factory=None):
     """The chief's write: clears an incomplete `output_dir`, labels, then writes the marker.
 
     Returns:
@@ -296,7 +332,7 @@ def _make_pseudo_labels(output_dir, checkpoint, spec, num_classes, settings, thr
           f"{pipeline.describe_spec(spec)}", flush=True)
     start = time.time()
     summary = _label_with_teacher(checkpoint, spec, num_classes, output_dir, threshold, scales,
-                                  flip, num_shards)
+                                  flip, num_shards, relabel_factory)
     if summary["num_images"] == 0:
         raise ValueError(f"no unlabelled image to pseudo-label in "
                          f"{pipeline.describe_spec(spec)}")
@@ -311,10 +347,11 @@ def _make_pseudo_labels(output_dir, checkpoint, spec, num_classes, settings, thr
 
 
 @gin.configurable("self_training",
-                  denylist=["output_dir", "teacher_checkpoint", "spec", "num_classes", "chief"])
+                  denylist=["output_dir", "teacher_checkpoint", "spec", "num_classes", "chief",
+                            "relabel_factory", "extra_settings"])
 def prepare_pseudo_labels(output_dir, teacher_checkpoint, spec, num_classes, chief=True,
                           threshold=0.5, scales=(1.0,), flip=False, num_shards=4,
-                          wait_secs=7200):
+                          wait_secs=7200, relabel_factory=None, extra_settings=None):
     """Makes the offline pseudo labels of a self-training run once, or reuses them.
 
     The chief reuses complete labels in `output_dir` (those with the marker), or removes an
@@ -336,6 +373,11 @@ def prepare_pseudo_labels(output_dir, teacher_checkpoint, spec, num_classes, chi
       flip: also predict the left-right flipped images.
       num_shards: record files.
       wait_secs: how long a non-chief worker waits for the chief's labels.
+      relabel_factory: None, or a function called (only when the labels are made, after the
+        teacher is restored) that returns `(relabel, report)`: `write_pseudo_labels`'s
+        `relabel` and a dict added to the marker (`wss.method.offline_labels`).
+      extra_settings: a dict of further settings the labels depend on, stored in the marker
+        and compared on reuse like the others.
 
     Returns:
       The marker dict: `settings`, `teacher_checkpoint_path` (the checkpoint used) and the
@@ -349,6 +391,7 @@ def prepare_pseudo_labels(output_dir, teacher_checkpoint, spec, num_classes, chi
     """
     _check_settings(threshold, scales, num_shards)
     settings = _settings(teacher_checkpoint, spec, threshold, scales, flip)
+    settings.update(extra_settings or {})
     marker = read_marker(output_dir) if chief else _wait_for_marker(output_dir, wait_secs)
     if marker is not None:
         _check_reusable(output_dir, marker, settings)
@@ -357,4 +400,4 @@ def prepare_pseudo_labels(output_dir, teacher_checkpoint, spec, num_classes, chi
         return marker
     checkpoint = resolve_teacher(teacher_checkpoint)
     return _make_pseudo_labels(output_dir, checkpoint, spec, num_classes, settings, threshold,
-                               scales, flip, num_shards)
+                               scales, flip, num_shards, relabel_factory)

@@ -40,6 +40,7 @@ TEACHER_OVERRIDES = (
     "train.teacher_checkpoint = None",
     "train.ema_teacher_decay = 0.0",
     "train.share_as_teacher = False",
+    "train.offline_pseudo_labels = False",
     "after_training.export = False",
 )
 
@@ -49,14 +50,14 @@ TEACHER_OVERRIDES = (
 # not listed here is in the key (so an unlisted one that does not matter only costs a retrain).
 _KEY_IGNORES_CONFIGURABLES = frozenset({
     "PseudoLabelConfig", "StrongViewConfig", "unlabelled_dataset", "after_training",
-    "evaluate_checkpoint"})
+    "evaluate_checkpoint", "offline_pseudo_labels", "crop_describer"})
 _KEY_IGNORES_SCOPES = frozenset({"unlabelled", "unlabelled_split", "val"})
 _KEY_IGNORES_PARAMETERS = frozenset({
     ("train", "unlabelled_batch_size"), ("train", "unlabelled_pattern"),
     ("train", "unlabelled_split"), ("train", "log_every"), ("train", "summary_every"),
     ("train", "image_summary_every"), ("train", "checkpoint_every"), ("train", "max_to_keep"),
     ("train", "share_as_teacher"), ("PseudoSegObjective", "unlabelled_weight"),
-    ("PseudoSegObjective", "teacher_mirror")})
+    ("PseudoSegObjective", "teacher_mirror"), ("train", "offline_pseudo_labels")})
 
 _MARKER = "teacher.json"
 

@@ -3,8 +3,9 @@
 `SegmentationTask` plugs `wss.method.objective.PseudoSegObjective` (supervised, semi, weak or
 self_training mode) into the generic loop (`wss.training.loop.run`):
 
-* preparation (self-training only): the teacher's offline pseudo labels of the unlabelled
-  images, made once into `LOGDIR/pseudo_labels/` and reused on resume (`wss.method.self_training`);
+* preparation (self-training, and semi mode with `train.offline_pseudo_labels`): the teacher's
+  offline pseudo labels of the unlabelled images, made once into `LOGDIR/pseudo_labels/` and
+  reused on resume (`wss.method.self_training`, `wss.method.offline_labels`);
 * streams: `labelled` (weak views of masked images) and, in semi and weak modes, `unlabelled`
   (weak and strong views of the unlabelled or image-labelled images), in self-training mode
   `pseudo_labelled` (the pseudo-labelled images, augmented as the labelled ones);
@@ -52,6 +53,10 @@ class SegmentationTask(Task):
       ema_teacher_decay: semi and weak modes: 0 (pseudo labels from the model being trained)
         or the decay of an EMA teacher that makes them (`wss.method.ema_teacher`; 1 freezes
         it).
+      offline_pseudo_labels: semi mode: the unlabelled stream reads the teacher's offline
+        labels with renamed objects (`wss.method.offline_labels`), made by `prepare`.
+      init_checkpoint: the run's warm start (or a function that returns it): the crop
+        classifier of the offline labels.
 
     Raises:
       ValueError: for an unknown mode, a mode other than supervised without unlabelled
@@ -61,7 +66,8 @@ class SegmentationTask(Task):
     def __init__(self, mode, num_classes, labelled_batch_size, unlabelled_batch_size,
                  crop_size, labelled_pattern, labelled_split=None, unlabelled_pattern=None,
                  unlabelled_split=None, palette="pascal", initialize_last_layer=False,
-                 teacher_checkpoint=None, ema_teacher_decay=0.0):
+                 teacher_checkpoint=None, ema_teacher_decay=0.0, offline_pseudo_labels=False,
+                 init_checkpoint=None):
         if mode not in MODES:
             raise ValueError(f"train.mode={mode!r}; choose one of {MODES}")
         if mode != "supervised" and not unlabelled_pattern:
@@ -89,6 +95,8 @@ class SegmentationTask(Task):
         self.initialize_last_layer = initialize_last_layer
         self.teacher_checkpoint = teacher_checkpoint
         self.ema_teacher_decay = ema_teacher_decay
+        self.offline_pseudo_labels = offline_pseudo_labels
+        self.init_checkpoint = init_checkpoint
         self.ema_teacher = None
         self.pseudo_label_spec = None  # Self-training: set by `prepare`.
         self.pseudo_label_summary = None
@@ -139,20 +147,38 @@ class SegmentationTask(Task):
                 directory, self.teacher_checkpoint, self.unlabelled_spec, self.num_classes,
                 chief=chief)
             self.pseudo_label_spec = self_training.pseudo_label_spec(directory)
+        if self.offline_labels:
+            from wss.method import offline_labels, self_training
+
+            init = self.init_checkpoint
+            if callable(init):  # `@pretrained_checkpoint`: cached, so the warm start reuses it.
+                init = init()
+            directory = offline_labels.pseudo_label_dir(logdir)
+            self.pseudo_label_summary = offline_labels.prepare_offline_labels(
+                directory, self.teacher_checkpoint, self.labelled_spec, self.unlabelled_spec,
+                self.num_classes, init_checkpoint=init, chief=chief)
+            self.pseudo_label_spec = self_training.pseudo_label_spec(directory)
+
+    @property
+    def offline_labels(self):
+        """Whether the unlabelled stream reads offline pseudo labels (semi mode)."""
+        return self.semi and self.offline_pseudo_labels
 
     def make_streams(self, strategy, seed, skip_batches):
         if not self._splits_checked:
             self.check_splits()
-        if self.self_training and self.pseudo_label_spec is None:
-            raise RuntimeError("self-training streams need the pseudo labels: call prepare()")
+        if (self.self_training or self.offline_labels) and self.pseudo_label_spec is None:
+            raise RuntimeError("offline pseudo-labelled streams need the pseudo labels: call "
+                               "prepare()")
         num_replicas = strategy.num_replicas_in_sync
         streams = {"labelled": pipeline.make_distributed(
             strategy, pipeline.labelled_dataset, spec=self.labelled_spec,
             batch_size=self.labelled_batch_size * num_replicas, num_classes=self.num_classes,
             crop_size=self.crop_size, seed=seed, skip_batches=skip_batches)}
-        if self.semi:
+        if self.semi:  # With offline labels: the unlabelled images with them as masks.
             streams["unlabelled"] = pipeline.make_distributed(
-                strategy, pipeline.unlabelled_dataset, spec=self.unlabelled_spec,
+                strategy, pipeline.unlabelled_dataset,
+                spec=self.pseudo_label_spec if self.offline_labels else self.unlabelled_spec,
                 batch_size=self.unlabelled_batch_size * num_replicas,
                 num_classes=self.num_classes, crop_size=self.crop_size,
                 seed=None if seed is None else seed + 1, skip_batches=skip_batches)
@@ -167,7 +193,9 @@ class SegmentationTask(Task):
     def input_specs(self):
         specs = {"labelled": (self.labelled_spec, self.num_classes)}
         if self.semi:
-            specs["unlabelled"] = (self.unlabelled_spec, self.num_classes)
+            specs["unlabelled"] = (self.pseudo_label_spec if self.offline_labels
+                                   and self.pseudo_label_spec is not None
+                                   else self.unlabelled_spec, self.num_classes)
         if self.self_training and self.pseudo_label_spec is not None:
             specs["pseudo_labelled"] = (self.pseudo_label_spec, self.num_classes)
         return specs
@@ -187,7 +215,8 @@ class SegmentationTask(Task):
                 # checkpoint then restores the teacher it saved).
                 self._restore_teacher()
         self.objective = PseudoSegObjective(self.model, self.sgc_head, mode=self.mode,
-                                            teacher=self.ema_teacher)
+                                            teacher=self.ema_teacher,
+                                            offline_labels=self.offline_labels)
 
     def _restore_teacher(self):
         """Loads `teacher_checkpoint` into the EMA teacher, naming the binding on failure."""
@@ -233,11 +262,17 @@ class SegmentationTask(Task):
         unlabelled = batches.get("pseudo_labelled" if self.self_training else "unlabelled")
         named, pseudo, strong = self.objective.train_step(optimizer, labelled, unlabelled,
                                                           num_replicas)
-        stats = self.objective.diagnostics(unlabelled, pseudo) if self.semi else {}
+        online = self.semi and not self.offline_labels
+        # Offline labels are the stream's masks: their quality is in the labels' marker.
+        stats = self.objective.diagnostics(unlabelled, pseudo) if online else {}
         images = {}
         if with_images:
-            images = _summary_images(labelled, unlabelled if self.semi else None, pseudo,
-                                     strong)
+            images = _summary_images(labelled, unlabelled if online else None, pseudo, strong)
+            if self.offline_labels:
+                images.update({"unlabelled/strong": unlabelled["strong"][:1],
+                               "unlabelled/offline_label": unlabelled["label"][:1],
+                               "unlabelled/strong_prediction": tf.argmax(
+                                   strong["logits"][:1], -1, tf.int32)})
             if self.self_training:
                 images.update({"pseudo_labelled/image": unlabelled["image"][:1],
                                "pseudo_labelled/label": unlabelled["label"][:1]})
@@ -263,7 +298,8 @@ class SegmentationTask(Task):
         if quality:
             summary["pseudo_labels"] = quality
         if self.pseudo_label_summary is not None:
-            summary["self_training"] = self.pseudo_label_summary
+            key = "offline_pseudo_labels" if self.offline_labels else "self_training"
+            summary[key] = self.pseudo_label_summary
         return summary
 
     def write_image_summaries(self, images):

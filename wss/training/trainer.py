@@ -33,7 +33,8 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
           checkpoint_every=1000, max_to_keep=3, init_checkpoint=None,
           initialize_last_layer=False, seed=None, deterministic=False,
           mixed_precision_policy=None, palette="pascal", steps_per_run=None,
-          teacher_checkpoint=None, ema_teacher_decay=0.0, share_as_teacher=False):
+          teacher_checkpoint=None, ema_teacher_decay=0.0, share_as_teacher=False,
+          offline_pseudo_labels=False):
     """Trains PseudoSeg (or a baseline) and returns the final step's losses.
 
     Args:
@@ -66,7 +67,9 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
         of a supervised run whose model (this config's model bindings) pseudo-labels the
         unlabelled images; the student still starts from `init_checkpoint`. In semi and weak
         modes with `ema_teacher_decay > 0`: the run whose model and SGC head the EMA teacher
-        starts from (with decay 1, a frozen supervised teacher). Unused otherwise. Either may
+        starts from (with decay 1, a frozen supervised teacher); in semi mode with
+        `offline_pseudo_labels`: the supervised run that labels the unlabelled images once.
+        Unused otherwise. Either may
         be a function of `labelled_pattern` and `labelled_split` that returns one, called
         after the split checks (also on resume): `@supervised_teacher` trains this config's
         supervised run once and caches it (`wss.method.teacher_stage`).
@@ -76,6 +79,11 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
       share_as_teacher: supervised mode: once the run has finished, add its final checkpoint
         to the cache as the teacher that `@supervised_teacher` would train for a run with the
         same bindings (`wss.method.teacher_stage.share_supervised_run`).
+      offline_pseudo_labels: semi mode: instead of making pseudo labels online from the weak
+        view, label the unlabelled images once before training with `teacher_checkpoint`, each
+        object renamed by the pretrained classifier's view of its crop, into
+        `LOGDIR/pseudo_labels/` (`wss.method.offline_labels`, gin `offline_pseudo_labels.*`);
+        L_u trains the strong view towards them. Needs `ema_teacher_decay = 0`.
 
     Returns:
       dict of the last step's named losses (floats), `step`, `history` (the logged steps),
@@ -90,8 +98,12 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
     """
     _check_bindings(num_classes, labelled_batch_size, unlabelled_batch_size, crop_size)
     config_lib.check_bool("train.share_as_teacher", share_as_teacher)
+    config_lib.check_bool("train.offline_pseudo_labels", offline_pseudo_labels)
     _check_teacher(mode, teacher_checkpoint, logdir)
-    _check_ema_teacher(mode, ema_teacher_decay, teacher_checkpoint)
+    if offline_pseudo_labels:
+        _check_offline_labels(mode, teacher_checkpoint, ema_teacher_decay)
+    else:
+        _check_ema_teacher(mode, ema_teacher_decay, teacher_checkpoint)
     if callable(teacher_checkpoint) and "init_checkpoint" in inspect.signature(
             teacher_checkpoint).parameters:  # The teacher stage's cache key knows the warm start.
         teacher_checkpoint = functools.partial(teacher_checkpoint,
@@ -100,7 +112,8 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
         mode, num_classes, labelled_batch_size, unlabelled_batch_size, crop_size,
         labelled_pattern, labelled_split, unlabelled_pattern, unlabelled_split, palette,
         initialize_last_layer, teacher_checkpoint=teacher_checkpoint,
-        ema_teacher_decay=ema_teacher_decay)
+        ema_teacher_decay=ema_teacher_decay, offline_pseudo_labels=offline_pseudo_labels,
+        init_checkpoint=init_checkpoint)
     options = loop.LoopOptions(
         num_steps=num_steps, log_every=log_every, summary_every=summary_every,
         image_summary_every=image_summary_every, checkpoint_every=checkpoint_every,
@@ -144,6 +157,22 @@ def _check_ema_teacher(mode, decay, teacher_checkpoint):
         return
     # Before any pretraining or data: a missing teacher fails at once, naming the binding.
     self_training.resolve_teacher(teacher_checkpoint)
+
+
+def _check_offline_labels(mode, teacher_checkpoint, ema_teacher_decay):
+    """Fails naming the binding that `train.offline_pseudo_labels = True` cannot work with."""
+    if mode != "semi":
+        raise ValueError(f"train.offline_pseudo_labels = True labels unlabelled images for "
+                         f"train.mode 'semi', not {mode!r}")
+    if not teacher_checkpoint:
+        raise ValueError("train.offline_pseudo_labels = True needs train.teacher_checkpoint: "
+                         "@supervised_teacher (demo.gin), or a supervised run's log directory")
+    if ema_teacher_decay != 0:
+        raise ValueError(f"train.ema_teacher_decay={ema_teacher_decay!r}: the offline pseudo "
+                         f"labels (train.offline_pseudo_labels = True) replace the online "
+                         f"teacher; bind train.ema_teacher_decay = 0.0")
+    if not callable(teacher_checkpoint):  # A missing teacher fails at once, naming the binding.
+        self_training.resolve_teacher(teacher_checkpoint)
 
 
 def _check_teacher(mode, teacher_checkpoint, logdir):

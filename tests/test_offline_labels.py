@@ -1,0 +1,289 @@
+"""Offline pseudo labels with objects renamed by crops (`train.offline_pseudo_labels`).
+
+The region search is checked against scipy's connected-component labelling, the boxes, ridge
+regression and renaming rule against hand or numpy (float64) computations, `CropNamer` on a
+scene whose right names a colour describer knows, the objective's offline targets against a
+one-hot reference, and one tiny end-to-end semi run labels the unlabelled images with a tiny
+teacher and a tiny classifier checkpoint, trains L_u on them and reuses them.
+"""
+
+import json
+import os
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from wss import experiment
+from wss.data import records, synthetic
+from wss.data.records import IGNORE_LABEL
+from wss.method import object_naming, offline_labels, teacher_stage
+from wss.method.objective import PseudoSegObjective
+from wss.models import build_image_classifier, save_tf1_checkpoint
+from wss.training import trainer
+
+NUM_CLASSES = 11
+
+
+def test_connected_components_partition_as_scipy_does():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    eight = np.ones((3, 3), bool)
+    for _ in range(100):
+        label_map = rng.integers(0, 3, size=(int(rng.integers(1, 15)), int(rng.integers(1, 15))))
+        components = object_naming.connected_components(label_map)
+        for value in np.unique(label_map):
+            expected, count = ndimage.label(label_map == value, structure=eight)
+            ours = components[label_map == value]
+            theirs = expected[label_map == value]
+            # The same partition: each of our components is exactly one of scipy's.
+            pairs = set(zip(ours.tolist(), theirs.tolist()))
+            assert len(pairs) == len(set(ours.tolist())) == count
+
+
+def test_connected_regions_split_each_class_and_drop_small_ones():
+    label_map = np.zeros((8, 8), np.int64)
+    label_map[0:2, 0:2] = 1  # 4 pixels of class 1.
+    label_map[5:8, 5:8] = 1  # 9 pixels of class 1, not touching the first.
+    label_map[2, 2] = 1  # Touches the first region diagonally (8-connectivity): 5 pixels.
+    label_map[0:3, 5:8] = 2  # 9 pixels of class 2.
+    label_map[7, 0] = IGNORE_LABEL
+    regions, classes = object_naming.connected_regions(label_map, 3, min_pixels=5)
+    assert classes == [1, 1, 2]
+    assert [int(region.sum()) for region in regions] == [5, 9, 9]
+    assert regions[0][2, 2] and regions[0][0, 0]
+    regions, classes = object_naming.connected_regions(label_map, 3, min_pixels=6)
+    assert classes == [1, 2]
+
+
+def test_square_boxes_centre_the_bounding_square_with_a_margin():
+    region = np.zeros((10, 10), bool)
+    region[2:6, 3:5] = True  # Rows 2-5, columns 3-4: centre (3.5, 3.5), half side 1.5.
+    boxes = object_naming.square_boxes([region], margin=1.0)
+    np.testing.assert_allclose(boxes[0], np.array([1.0, 1.0, 6.0, 6.0]) / 9.0, rtol=1e-6)
+    # A box over the whole image crops the image itself.
+    image = np.arange(10 * 10 * 3, dtype=np.float32).reshape(10, 10, 3)
+    crops = object_naming.crop_regions(image, [[0.0, 0.0, 1.0, 1.0]], (10, 10))
+    np.testing.assert_allclose(crops.numpy()[0], image, atol=1e-3)
+    # The square of `boxes[0]` is 6 pixels on a side (rows 1-6, columns 1-6).
+    crops = object_naming.crop_regions(image, boxes, (6, 6))
+    np.testing.assert_allclose(crops.numpy()[0], image[1:7, 1:7], atol=1e-3)
+
+
+def test_fit_ridge_solves_the_penalised_least_squares_problem():
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(40, 5)) * [1, 2, 3, 4, 5] + 7
+    classes = rng.integers(0, 4, size=40)
+    l2 = 3.0
+    mean, std, weights = object_naming.fit_ridge(features, classes, 4, l2)
+    design = np.concatenate([(features - features.mean(0)) / features.std(0),
+                             np.ones((40, 1))], 1)
+    # Ridge as ordinary least squares on the design stacked over sqrt(l2) * identity.
+    stacked = np.concatenate([design, np.sqrt(l2) * np.eye(6)])
+    targets = np.concatenate([np.eye(4)[classes], np.zeros((6, 4))])
+    expected = np.linalg.lstsq(stacked, targets, rcond=None)[0]
+    np.testing.assert_allclose(weights, expected, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(object_naming.ridge_scores(features, (mean, std, weights)),
+                               design @ expected, rtol=1e-6, atol=1e-8)
+
+
+def test_rename_regions_takes_the_product_of_crop_and_teacher():
+    probabilities = np.zeros((2, 4, 3))
+    probabilities[:, :2] = [0.1, 0.6, 0.3]  # Left region: the teacher says class 1.
+    probabilities[:, 2:] = [0.8, 0.1, 0.1]  # Background.
+    region = np.zeros((2, 4), bool)
+    region[:, :2] = True
+    # Crop scores favour class 2 by 0.2 at temperature 0.1: softmax (e^-1, e^1) / sum.
+    labels = object_naming.rename_regions(probabilities, [region], [[9.0, 0.3, 0.5]], 0.1)
+    crop = np.exp([3.0, 5.0]) / np.exp([3.0, 5.0]).sum()
+    expected = 1 + int(np.argmax(np.array([0.6, 0.3]) * crop))
+    assert expected == 2
+    np.testing.assert_array_equal(labels, [[2, 2, 0, 0], [2, 2, 0, 0]])
+    # A crop that barely prefers class 2 leaves the teacher's choice.
+    labels = object_naming.rename_regions(probabilities, [region], [[0.0, 0.3, 0.31]], 0.1)
+    np.testing.assert_array_equal(labels, [[1, 1, 0, 0], [1, 1, 0, 0]])
+
+
+COLOURS = {1: (255, 0, 0), 2: (0, 255, 0), 3: (0, 0, 255)}
+
+
+def _scene(classes):
+    """A 24 x 24 grey image with a 6 x 6 square of each class's colour, and its mask."""
+    image = np.full((24, 24, 3), 128.0, np.float32)
+    mask = np.zeros((24, 24), np.uint8)
+    for index, class_id in enumerate(classes):
+        top = 2 + 12 * (index // 2)
+        left = 2 + 12 * (index % 2)
+        image[top:top + 6, left:left + 6] = COLOURS[class_id]
+        mask[top:top + 6, left:left + 6] = class_id
+    return image, mask
+
+
+def test_crop_namer_renames_an_object_the_teacher_names_wrong():
+    # The describer: each crop's mean colour (the crop's centre is the object).
+    namer = object_naming.CropNamer(
+        lambda crops: tf.reduce_mean(crops[:, 3:7, 3:7], axis=[1, 2]).numpy(), 4,
+        crop_size=(10, 10), temperature=0.1, l2=0.1, margin=2.0, min_pixels=4)
+    references = [_scene([1, 2, 3]), _scene([3, 2, 1])]
+    assert namer.fit(references) == 6
+    image, mask = _scene([2, 3, 1])
+    # The teacher finds every object but calls all three class 1, hesitating.
+    probabilities = np.full((24, 24, 4), 0.0)
+    probabilities[..., 0] = 1.0
+    foreground = mask > 0
+    probabilities[foreground] = [0.0, 0.4, 0.3, 0.3]
+    labels = namer(image, probabilities)
+    np.testing.assert_array_equal(labels, mask)
+    with pytest.raises(ValueError, match="offline_pseudo_labels.min_pixels"):
+        object_naming.CropNamer(lambda crops: crops, 4, (10, 10), min_pixels=100).fit(
+            references)
+
+
+def test_offline_targets_are_one_hot_labels_at_the_logits_resolution():
+    model = None  # The offline path runs no pass.
+    labels = np.random.default_rng(2).integers(0, 4, size=(2, 33, 33)).astype(np.int32)
+    labels[0, :8] = IGNORE_LABEL
+    logits = tf.zeros([2, 9, 9, 4])
+    from wss.method import objective as objective_lib
+
+    targets, weights = objective_lib._one_hot_targets(tf.constant(labels), logits)
+    small = labels[:, ::4, ::4]  # Aligned corners: position i reads pixel 4 i.
+    known = small != IGNORE_LABEL
+    np.testing.assert_array_equal(weights.numpy(), known.astype(np.float32))
+    np.testing.assert_array_equal(targets.numpy()[known], np.eye(4)[small[known]])
+    np.testing.assert_array_equal(targets.numpy()[~known],
+                                  np.eye(4)[np.zeros(int((~known).sum()), int)])
+    objective = PseudoSegObjective(model, sgc_head=object(), mode="semi", offline_labels=True)
+    batch = {"label": tf.constant(labels)}
+    assert objective.pseudo_label_pass(batch)["labels"] is batch["label"]
+    with pytest.raises(ValueError, match="train.mode 'semi'"):
+        PseudoSegObjective(model, sgc_head=object(), mode="weak", offline_labels=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    """A 64-image synthetic dataset at 40 x 40: 4 labelled, 60 unlabelled images."""
+    directory = str(tmp_path_factory.mktemp("data") / "synthetic")
+    synthetic.generate(directory, seed=5, num_train=64, num_val=4, height=40, width=40)
+    return directory
+
+
+def tiny_bindings(data_dir, steps, extra=()):
+    """Bindings that shrink the demo configs to a seconds-long run on `data_dir`."""
+    return [
+        f"DATA_DIR = '{data_dir}'",
+        "train.init_checkpoint = None",
+        f"train.num_steps = {steps}",
+        "train.crop_size = (33, 33)",
+        "train.labelled_batch_size = 2",
+        "train.unlabelled_batch_size = 2",
+        "train.log_every = 1",
+        "train.summary_every = 1",
+        "train.image_summary_every = 1",
+        "train.checkpoint_every = 2",
+        "train.seed = 0",
+        "build_deeplab.width_multiplier = 0.0625",
+        "build_deeplab.middle_flow_units = 1",
+        "build_image_classifier.width_multiplier = 0.0625",
+        "build_image_classifier.middle_flow_units = 1",
+        "make_sgc_head.attention_dim = 8",
+        "make_strategy.devices = ['/cpu:0']",
+        "evaluate_checkpoint.class_names = None",
+        "after_training.export = False",
+        *extra,
+    ]
+
+
+def configure(gin_file, data_dir, steps, extra=()):
+    experiment.parse_experiment_config(
+        gin_files=[gin_file], gin_bindings=tiny_bindings(data_dir, steps, extra),
+        finalize=False)
+
+
+@pytest.mark.slow
+def test_offline_run_labels_trains_and_reuses(tiny_data, tmp_path, capsys):
+    teacher_dir = str(tmp_path / "teacher")
+    configure("demo_supervised.gin", tiny_data, steps=1)
+    trainer.train(teacher_dir)
+    gin.clear_config()
+    # A tiny "pretrained" classifier of 5 categories (random weights are enough here).
+    classifier = build_image_classifier(num_logits=5, width_multiplier=0.0625,
+                                        middle_flow_units=1)
+    checkpoint = save_tf1_checkpoint(classifier, str(tmp_path / "tf1" / "model.ckpt"))
+
+    student_dir = str(tmp_path / "student")
+    extra = [f"train.teacher_checkpoint = '{teacher_dir}'",
+             "train.ema_teacher_decay = 0.0",
+             "train.offline_pseudo_labels = True",
+             f"offline_pseudo_labels.classifier_checkpoint = '{checkpoint}'",
+             "offline_pseudo_labels.crop_size = (17, 17)",
+             "offline_pseudo_labels.min_pixels = 10",
+             "offline_pseudo_labels.num_shards = 2"]
+    configure("demo.gin", tiny_data, steps=2, extra=extra)
+    result = trainer.train(student_dir)
+    assert result["step"] == 2 and result["finished"]
+    for key in ("loss_s", "loss_u", "loss_x", "loss_sa", "loss_total"):
+        assert np.isfinite(result[key]), (key, result[key])
+    summary = result["offline_pseudo_labels"]
+    assert summary["num_images"] == 60 and summary["kept_fraction"] == 1.0
+    assert summary["reference_objects"] > 0
+    assert "5 classifier logits" in summary["crop_features"]
+    assert summary["settings"]["offline_crop_size"] == [17, 17]
+    for key in ("accuracy", "teacher_accuracy", "foreground_accuracy",
+                "teacher_foreground_accuracy"):
+        assert 0.0 <= summary[key] <= 1.0, key
+    assert "pseudo_labels" not in result  # No online diagnostics against the offline labels.
+    out = capsys.readouterr().out
+    assert "objects renamed by 5 classifier logits" in out
+
+    directory = offline_labels.pseudo_label_dir(student_dir)
+    written = records.read_examples(os.path.join(directory, "train-*.tfrecord"), NUM_CLASSES)
+    assert len(written) == 60
+    assert all(ex["has_mask"] and not ex["has_class_labels"] for ex in written)
+    with open(os.path.join(student_dir, "train_result.json")) as f:
+        assert json.load(f)["offline_pseudo_labels"]["num_images"] == 60
+
+    # Resumed with the same settings: the labels are reused; with other settings: named.
+    gin.clear_config()
+    configure("demo.gin", tiny_data, steps=2, extra=extra)
+    trainer.train(student_dir)
+    assert "Reusing the pseudo labels" in capsys.readouterr().out
+    gin.clear_config()
+    configure("demo.gin", tiny_data, steps=3,
+              extra=extra + ["offline_pseudo_labels.temperature = 0.5"])
+    with pytest.raises(ValueError, match="offline_temperature"):
+        trainer.train(student_dir)
+
+
+def test_offline_labels_bindings_are_checked(tiny_data, tmp_path):
+    configure("demo.gin", tiny_data, steps=1,
+              extra=["train.offline_pseudo_labels = True", "train.ema_teacher_decay = 1.0"])
+    with pytest.raises(ValueError, match="bind train.ema_teacher_decay = 0.0"):
+        trainer.train(str(tmp_path / "a"))
+    gin.clear_config()
+    configure("demo.gin", tiny_data, steps=1,
+              extra=["train.offline_pseudo_labels = True", "train.ema_teacher_decay = 0.0",
+                     "train.teacher_checkpoint = None"])
+    with pytest.raises(ValueError, match="needs train.teacher_checkpoint"):
+        trainer.train(str(tmp_path / "b"))
+    gin.clear_config()
+    configure("demo.gin", tiny_data, steps=1,
+              extra=["train.offline_pseudo_labels = True", "train.mode = 'weak'",
+                     "train.ema_teacher_decay = 0.0"])
+    with pytest.raises(ValueError, match="for train.mode 'semi', not 'weak'"):
+        trainer.train(str(tmp_path / "c"))
+    with pytest.raises(ValueError, match="offline_pseudo_labels.crop_size"):
+        offline_labels.prepare_offline_labels(str(tmp_path / "d"), "teacher", None, None, 3,
+                                              init_checkpoint="ckpt")
+    with pytest.raises(ValueError, match="train.init_checkpoint"):
+        offline_labels.prepare_offline_labels(str(tmp_path / "d"), "teacher", None, None, 3)
+
+
+def test_offline_bindings_do_not_change_the_teacher():
+    base = "train.mode = 'semi'\ntrain.seed = 0\n"
+    offline = base + ("train.offline_pseudo_labels = True\n"
+                      "offline_pseudo_labels.crop_size = (57, 57)\n")
+    assert (teacher_stage.teacher_cache_name(base, ["x"])
+            == teacher_stage.teacher_cache_name(offline, ["x"]))

@@ -1,0 +1,350 @@
+"""Naming a teacher's objects by a pretrained classifier's view of their crops.
+
+A supervised teacher trained on a few labelled images finds the objects of an unlabelled image
+but names many of them wrong, whole objects at a time; the pretrained image classifier (the
+warm start: the demo's pretraining, or an ImageNet checkpoint) still recognises an object cut
+out of its scene. `CropNamer` puts the two together, using only what a semi-supervised run has:
+
+1. a *region* is a connected set (8-connectivity) of the pixels of one foreground class in the
+   teacher's argmax (`connected_regions`), of at least `min_pixels` pixels;
+2. each region is cut out as its bounding square plus `margin` pixels (`square_boxes`),
+   resized to the classifier's crop, and described by the classifier's logits (or, for a
+   checkpoint without a classifier, its pooled last-block features);
+3. a ridge regression from the standardised descriptions to the classes (`fit_ridge`), fit
+   on the labelled images' objects (the connected regions of their masks, cut out alike),
+   scores each region;
+4. the region is named by the foreground class with the largest product of the softmax of
+   those scores (at `temperature`) and the teacher's mean foreground softmax over the region
+   (`rename_regions`); pixels outside regions keep the teacher's argmax.
+
+Measured (benchmarks/RESULTS.md, twenty-ninth session): on the synthetic sets' validation
+objects the teacher names 45.1% / 67.4% right, the ridge regression 54.5% / 69.8%, the product
+58.9% / 74.3%. Used by `wss.method.offline_labels` (`train.offline_pseudo_labels`).
+"""
+
+import gin
+import numpy as np
+import tensorflow as tf
+
+from wss import config as config_lib
+
+# The 8 neighbours of a pixel (8-connectivity).
+_NEIGHBOURS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
+
+
+def connected_components(label_map):
+    """Connected components (8-connectivity) of each value of a label map.
+
+    Label propagation with pointer jumping: every pixel starts as its own component (its flat
+    index) and takes the smallest index among its neighbours of the same value until nothing
+    changes.
+
+    Args:
+      label_map: int `[H, W]`.
+
+    Returns:
+      int64 `[H, W]`: for every pixel, the smallest flat index of its component (so two pixels
+      share a value exactly when they are connected through pixels of their own value).
+    """
+    label_map = np.asarray(label_map)
+    height, width = label_map.shape
+    sentinel = height * width
+    values = np.pad(label_map.astype(np.int64), 1, constant_values=-1)
+    same = [values[1 + dy:1 + dy + height, 1 + dx:1 + dx + width] == label_map
+            for dy, dx in _NEIGHBOURS]
+    components = np.arange(sentinel, dtype=np.int64).reshape(height, width)
+    while True:
+        padded = np.pad(components, 1, constant_values=sentinel)
+        smallest = components
+        for (dy, dx), neighbour_same in zip(_NEIGHBOURS, same):
+            neighbour = padded[1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
+            smallest = np.where(neighbour_same, np.minimum(smallest, neighbour), smallest)
+        flat = smallest.ravel()
+        flat = flat[flat]  # Pointer jumping: a pixel's component is its root's component.
+        smallest = flat.reshape(height, width)
+        if np.array_equal(smallest, components):
+            return components
+        components = smallest
+
+
+def connected_regions(label_map, num_classes, min_pixels):
+    """The connected regions (8-connectivity) of each foreground class of a label map.
+
+    Args:
+      label_map: int `[H, W]` class ids (0 is background; values >= `num_classes`, such as
+        the ignore label, are not a class).
+      num_classes: classes including background.
+      min_pixels: regions with fewer pixels are left out.
+
+    Returns:
+      (list of boolean `[H, W]` masks, list of their class ids), by class id and then by the
+      position of each region's first pixel in scan order.
+    """
+    label_map = np.asarray(label_map)
+    components = connected_components(label_map)
+    regions, classes = [], []
+    for class_id in range(1, num_classes):
+        of_class = label_map == class_id
+        if not of_class.any():
+            continue
+        roots, counts = np.unique(components[of_class], return_counts=True)
+        for root, count in zip(roots, counts):
+            if count >= min_pixels:
+                regions.append(components == root)
+                classes.append(class_id)
+    return regions, classes
+
+
+def square_boxes(regions, margin):
+    """Each region's bounding square plus `margin` pixels, as normalised `[y1, x1, y2, x2]`.
+
+    The square is centred on the bounding box; `tf.image.crop_and_resize` samples pixel
+    `y1 * (H - 1)` to `y2 * (H - 1)`, so the boxes are normalised by `H - 1` and `W - 1`.
+
+    Args:
+      regions: boolean `[H, W]` masks, each with at least one pixel.
+      margin: pixels added on every side.
+
+    Returns:
+      float32 `[len(regions), 4]`.
+    """
+    boxes = np.zeros((len(regions), 4), np.float32)
+    for index, region in enumerate(regions):
+        height, width = region.shape
+        ys, xs = np.nonzero(region)
+        centre_y, centre_x = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
+        half = max(ys.max() - ys.min(), xs.max() - xs.min()) / 2 + margin
+        boxes[index] = [(centre_y - half) / max(height - 1, 1),
+                        (centre_x - half) / max(width - 1, 1),
+                        (centre_y + half) / max(height - 1, 1),
+                        (centre_x + half) / max(width - 1, 1)]
+    return boxes
+
+
+def crop_regions(image, boxes, crop_size):
+    """The image's crops of `boxes`, resized to `crop_size` (zeros outside the image).
+
+    Args:
+      image: `[H, W, 3]` image in [0, 255].
+      boxes: float `[N, 4]` normalised boxes (`square_boxes`).
+      crop_size: (height, width) of the crops.
+
+    Returns:
+      float32 `[N, crop height, crop width, 3]`.
+    """
+    image = tf.cast(tf.convert_to_tensor(image), tf.float32)[None]
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    return tf.image.crop_and_resize(image, boxes, tf.zeros([tf.shape(boxes)[0]], tf.int32),
+                                    list(crop_size), extrapolation_value=0.0)
+
+
+def fit_ridge(features, classes, num_classes, l2):
+    """Ridge regression from standardised features (plus a bias) to one-hot classes.
+
+    Args:
+      features: float `[N, D]`.
+      classes: int `[N]` class ids in `[0, num_classes)`.
+      num_classes: classes including background.
+      l2: the ridge penalty (on the bias too).
+
+    Returns:
+      `(mean, std, weights)`: `scores = [(x - mean) / std, 1] @ weights`, `[N, num_classes]`.
+    """
+    features = np.asarray(features, np.float64)
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    design = np.concatenate([(features - mean) / std, np.ones((len(features), 1))], 1)
+    targets = np.eye(num_classes)[np.asarray(classes)]
+    weights = np.linalg.solve(design.T @ design + l2 * np.eye(design.shape[1]),
+                              design.T @ targets)
+    return mean, std, weights
+
+
+def ridge_scores(features, ridge):
+    """Class scores `[N, num_classes]` of `fit_ridge`'s regression."""
+    mean, std, weights = ridge
+    features = np.asarray(features, np.float64)
+    design = np.concatenate([(features - mean) / std, np.ones((len(features), 1))], 1)
+    return design @ weights
+
+
+def rename_regions(probabilities, regions, scores, temperature):
+    """The teacher's argmax with each region renamed (step 4 of the module docstring).
+
+    Args:
+      probabilities: float `[H, W, C]` teacher softmax.
+      regions: boolean `[H, W]` masks.
+      scores: float `[len(regions), C]` crop scores (column 0, background, is not used).
+      temperature: softmax temperature of the foreground scores.
+
+    Returns:
+      int32 `[H, W]` labels.
+    """
+    probabilities = np.asarray(probabilities)
+    labels = probabilities.argmax(-1).astype(np.int32)
+    for region, score in zip(regions, scores):
+        logits = np.asarray(score[1:], np.float64) / temperature
+        crop = np.exp(logits - logits.max())
+        crop /= crop.sum()
+        teacher = probabilities[region][:, 1:].mean(0)
+        labels[region] = 1 + int(np.argmax(teacher * crop))
+    return labels
+
+
+class CropNamer:
+    """Renames the regions of a teacher's labels (`fit` on labelled objects, then call).
+
+    Args:
+      describe: a function from float32 crops `[N, h, w, 3]` in [0, 255] to features `[N, D]`
+        (`crop_describer`).
+      num_classes: classes including background.
+      crop_size: the crops' (height, width): the classifier's training crop.
+      temperature: softmax temperature of the ridge scores.
+      l2: ridge penalty.
+      margin: pixels around each region's bounding square.
+      min_pixels: smaller regions keep the teacher's labels (and smaller labelled objects are
+        not references).
+    """
+
+    def __init__(self, describe, num_classes, crop_size, temperature=0.1, l2=10.0, margin=4.0,
+                 min_pixels=30):
+        self.describe = describe
+        self.num_classes = num_classes
+        self.crop_size = tuple(crop_size)
+        self.temperature = temperature
+        self.l2 = l2
+        self.margin = margin
+        self.min_pixels = min_pixels
+        self.ridge = None
+        self.num_references = 0
+
+    def _features(self, image, regions):
+        crops = crop_regions(image, square_boxes(regions, self.margin), self.crop_size)
+        return np.asarray(self.describe(crops), np.float64)
+
+    def fit(self, examples):
+        """Fits the ridge regression on labelled objects.
+
+        Args:
+          examples: iterable of (image `[H, W, 3]`, mask `[H, W]` with class ids and the
+            ignore label).
+
+        Returns:
+          The number of reference objects.
+
+        Raises:
+          ValueError: when no labelled object has `min_pixels` pixels or more.
+        """
+        features, classes = [], []
+        for image, mask in examples:
+            regions, region_classes = connected_regions(mask, self.num_classes,
+                                                        self.min_pixels)
+            if regions:
+                features.append(self._features(image, regions))
+                classes.extend(region_classes)
+        if not classes:
+            raise ValueError(f"no labelled object of {self.min_pixels} pixels or more to learn "
+                             f"the crops' classes from (offline_pseudo_labels.min_pixels)")
+        self.ridge = fit_ridge(np.concatenate(features), classes, self.num_classes, self.l2)
+        self.num_references = len(classes)
+        return self.num_references
+
+    def __call__(self, image, probabilities):
+        """The teacher's argmax with each region renamed.
+
+        Args:
+          image: `[H, W, 3]` image in [0, 255].
+          probabilities: float `[H, W, C]` teacher softmax of the image.
+
+        Returns:
+          int32 `[H, W]` labels.
+
+        Raises:
+          RuntimeError: before `fit`.
+        """
+        if self.ridge is None:
+            raise RuntimeError("CropNamer: call fit() on labelled objects first")
+        probabilities = np.asarray(probabilities)
+        regions, _ = connected_regions(probabilities.argmax(-1), self.num_classes,
+                                       self.min_pixels)
+        if not regions:
+            return probabilities.argmax(-1).astype(np.int32)
+        scores = ridge_scores(self._features(image, regions), self.ridge)
+        return rename_regions(probabilities, regions, scores, self.temperature)
+
+
+def _backbone_bindings():
+    """The run's `build_deeplab` backbone bindings, for a classifier of the same backbone."""
+    bindings = {}
+    for name in ("backbone", "width_multiplier", "middle_flow_units", "resnet_units_per_block",
+                 "batch_norm_decay"):
+        try:
+            bindings[name] = gin.query_parameter(f"build_deeplab.{name}")
+        except ValueError:  # Not bound: build_image_classifier's default is build_deeplab's.
+            pass
+    return bindings
+
+
+@gin.configurable
+def crop_describer(checkpoint, output_stride=32):
+    """The pretrained classifier of `checkpoint` as a function of crops (float32 logits).
+
+    The classifier is `wss.models.build_image_classifier` with this run's backbone bindings
+    (`build_deeplab.backbone`, `width_multiplier`, ...) and as many logits as the checkpoint's
+    `<network>/logits` layer; a checkpoint without one (a segmentation checkpoint) gives the
+    pooled last-block features instead.
+
+    Args:
+      checkpoint: a DeepLab TF1 checkpoint prefix (the run's warm start).
+      output_stride: the classifier's output stride (ImageNet-style 32).
+
+    Returns:
+      (describe: float32 crops `[N, h, w, 3]` -> numpy `[N, D]`, a short description).
+
+    Raises:
+      ValueError: naming the checkpoint when it does not fit this run's backbone.
+    """
+    from wss.models import build_image_classifier, load_deeplab_checkpoint
+    from wss.models.classifier_head import global_pool
+
+    shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
+    probe = build_image_classifier(num_logits=1, output_stride=output_stride,
+                                   **_backbone_bindings())
+    bias_name = next(name for variable, name in probe.tf1_variable_table()
+                     if name.endswith("logits/biases"))
+    with_logits = bias_name in shapes
+    classifier = probe
+    if with_logits:
+        classifier = build_image_classifier(num_logits=int(shapes[bias_name][-1]),
+                                            output_stride=output_stride,
+                                            **_backbone_bindings())
+    try:
+        load_deeplab_checkpoint(classifier, checkpoint, skip_last_layer=not with_logits)
+    except ValueError as error:
+        raise ValueError(f"{checkpoint}: the crop classifier of the offline pseudo labels is "
+                         f"this run's backbone (build_deeplab bindings) and cannot load it: "
+                         f"{error}") from error
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def describe_batch(crops):
+        outputs = classifier(crops, training=False)
+        if with_logits:
+            return tf.cast(outputs["logits"], tf.float32)
+        return tf.cast(global_pool(outputs["features"]["final"])[:, 0, 0, :], tf.float32)
+
+    def describe(crops):
+        return np.concatenate([describe_batch(crops[i:i + 256]).numpy()
+                               for i in range(0, int(crops.shape[0]), 256)])
+
+    kind = (f"{shapes[bias_name][-1]} classifier logits" if with_logits
+            else "pooled backbone features")
+    return describe, f"{kind} of {checkpoint}"
+
+
+def check_settings(crop_size, temperature, l2, margin, min_pixels):
+    """Fails naming the `offline_pseudo_labels` binding whose value is out of range."""
+    config_lib.check_size("offline_pseudo_labels.crop_size", crop_size, minimum=8)
+    config_lib.check_number("offline_pseudo_labels.temperature", temperature, minimum=0.0,
+                            exclusive_minimum=True)
+    config_lib.check_number("offline_pseudo_labels.l2", l2, minimum=0.0, exclusive_minimum=True)
+    config_lib.check_number("offline_pseudo_labels.margin", margin, minimum=0.0)
+    config_lib.check_int("offline_pseudo_labels.min_pixels", min_pixels, minimum=1)
