@@ -17,29 +17,27 @@ import argparse
 import os
 
 import numpy as np
-import tensorflow as tf
 
 from wss import experiment
 from wss.data import pipeline, synthetic, synthetic_classification
+from wss.method import object_naming
 from wss.models import build_image_classifier, load_deeplab_checkpoint
 
 
 def object_crops(images_and_masks, num_classes, crop_size, min_pixels, margin):
-    """Square crops around every object, resized to `crop_size`, and their class ids."""
+    """Square crops around every object, resized to `crop_size`, and their class ids.
+
+    An object here is all of a class's pixels in one image (the sixteenth session's probe);
+    `wss.method.object_naming` cuts out each connected region instead.
+    """
     crops, classes = [], []
     for image, mask in images_and_masks:
-        height, width = mask.shape
         for class_id in range(1, num_classes):
-            ys, xs = np.nonzero(mask == class_id)
-            if len(ys) < min_pixels:
+            region = mask == class_id
+            if region.sum() < min_pixels:
                 continue
-            cy, cx = (ys.min() + ys.max()) / 2, (xs.min() + xs.max()) / 2
-            half = max(ys.max() - ys.min(), xs.max() - xs.min()) / 2 + margin
-            box = [(cy - half) / height, (cx - half) / width,
-                   (cy + half) / height, (cx + half) / width]
-            crop = tf.image.crop_and_resize(image[None].astype(np.float32), [box], [0],
-                                            crop_size, extrapolation_value=0.0)
-            crops.append(crop[0].numpy())
+            boxes = object_naming.square_boxes([region], margin)
+            crops.append(object_naming.crop_regions(image, boxes, crop_size)[0].numpy())
             classes.append(class_id)
     return np.stack(crops), np.array(classes)
 

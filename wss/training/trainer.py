@@ -18,7 +18,7 @@ from absl import logging
 from wss import config as config_lib
 from wss import experiment
 from wss.evaluation import evaluator as evaluation
-from wss.method import self_training, teacher_stage
+from wss.method import offline_labels, self_training, teacher_stage  # noqa: F401 (registers gin)
 from wss.method.objective import ONLINE_PSEUDO_LABEL_MODES
 from wss.tasks.segmentation import SegmentationTask
 from wss.training import loop
