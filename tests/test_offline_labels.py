@@ -287,3 +287,20 @@ def test_offline_bindings_do_not_change_the_teacher():
                       "offline_pseudo_labels.crop_size = (57, 57)\n")
     assert (teacher_stage.teacher_cache_name(base, ["x"])
             == teacher_stage.teacher_cache_name(offline, ["x"]))
+
+
+@pytest.mark.slow
+def test_the_command_line_knows_the_offline_bindings():
+    # A fresh process imports only what `python -m wss.train` imports before parsing: the
+    # configurables of the offline labels must be registered by then (this once failed).
+    import subprocess
+    import sys
+
+    code = ("import wss.train\n"
+            "from wss import experiment\n"
+            "experiment.parse_experiment_config(gin_files=['demo.gin'], gin_bindings=[\n"
+            "    'offline_pseudo_labels.crop_size = (57, 57)', 'crop_describer.output_stride = 32'"
+            "])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
