@@ -272,26 +272,15 @@ class CropNamer:
         return rename_regions(probabilities, regions, scores, self.temperature)
 
 
-def _backbone_bindings():
-    """The run's `build_deeplab` backbone bindings, for a classifier of the same backbone."""
-    bindings = {}
-    for name in ("backbone", "width_multiplier", "middle_flow_units", "resnet_units_per_block",
-                 "batch_norm_decay"):
-        try:
-            bindings[name] = gin.query_parameter(f"build_deeplab.{name}")
-        except ValueError:  # Not bound: build_image_classifier's default is build_deeplab's.
-            pass
-    return bindings
-
-
 @gin.configurable
 def crop_describer(checkpoint, output_stride=32):
     """The pretrained classifier of `checkpoint` as a function of crops (float32 logits).
 
-    The classifier is `wss.models.build_image_classifier` with this run's backbone bindings
-    (`build_deeplab.backbone`, `width_multiplier`, ...) and as many logits as the checkpoint's
-    `<network>/logits` layer; a checkpoint without one (a segmentation checkpoint) gives the
-    pooled last-block features instead.
+    The classifier is `wss.models.build_image_classifier` with its own gin bindings (those the
+    pretraining used: `demo_model.gin` binds the demo's width; by default DeepLab's Xception-65
+    of the ImageNet checkpoints) and as many logits as the checkpoint's `<network>/logits`
+    layer; a checkpoint without one (a segmentation checkpoint) gives the pooled last-block
+    features instead.
 
     Args:
       checkpoint: a DeepLab TF1 checkpoint prefix (the run's warm start).
@@ -307,22 +296,20 @@ def crop_describer(checkpoint, output_stride=32):
     from wss.models.classifier_head import global_pool
 
     shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
-    probe = build_image_classifier(num_logits=1, output_stride=output_stride,
-                                   **_backbone_bindings())
+    probe = build_image_classifier(num_logits=1, output_stride=output_stride)
     bias_name = next(name for variable, name in probe.tf1_variable_table()
                      if name.endswith("logits/biases"))
     with_logits = bias_name in shapes
     classifier = probe
     if with_logits:
         classifier = build_image_classifier(num_logits=int(shapes[bias_name][-1]),
-                                            output_stride=output_stride,
-                                            **_backbone_bindings())
+                                            output_stride=output_stride)
     try:
         load_deeplab_checkpoint(classifier, checkpoint, skip_last_layer=not with_logits)
     except ValueError as error:
-        raise ValueError(f"{checkpoint}: the crop classifier of the offline pseudo labels is "
-                         f"this run's backbone (build_deeplab bindings) and cannot load it: "
-                         f"{error}") from error
+        raise ValueError(f"{checkpoint}: the crop classifier of the offline pseudo labels "
+                         f"(build_image_classifier's bindings, as in the pretraining) cannot "
+                         f"load it: {error}") from error
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def describe_batch(crops):
