@@ -274,6 +274,7 @@ def test_offline_labels_bindings_are_checked(tiny_data, tmp_path):
                      "train.ema_teacher_decay = 0.0"])
     with pytest.raises(ValueError, match="for train.mode 'semi', not 'weak'"):
         trainer.train(str(tmp_path / "c"))
+    gin.clear_config()  # demo.gin binds the crop.
     with pytest.raises(ValueError, match="offline_pseudo_labels.crop_size"):
         offline_labels.prepare_offline_labels(str(tmp_path / "d"), "teacher", None, None, 3,
                                               init_checkpoint="ckpt")

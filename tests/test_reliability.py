@@ -59,6 +59,7 @@ def bindings(data_dir, steps=2, extra=()):
         "after_training.evaluate = False",
         "train.teacher_checkpoint = None",  # demo.gin's teacher stage: not in supervised runs.
         "train.ema_teacher_decay = 0.0",
+        "train.offline_pseudo_labels = False",
         "train.share_as_teacher = False",
         *extra,
     ]

@@ -15,9 +15,10 @@ from wss.data import synthetic
 from wss.method import teacher_stage
 from wss.training import trainer
 
+# The online frozen teacher (demo.gin's offline labels are tests/test_offline_labels.py's).
 STAGE = ["train.teacher_checkpoint = @supervised_teacher", "train.ema_teacher_decay = 1.0",
-         "make_strategy.devices = None", "after_training.export = False",
-         "after_training.evaluate = False"]
+         "train.offline_pseudo_labels = False", "make_strategy.devices = None",
+         "after_training.export = False", "after_training.evaluate = False"]
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +129,8 @@ def test_train_hands_its_warm_start_to_the_teacher_stage(tiny_data, tmp_path):
         + ["make_strategy.devices = None"], finalize=False)
     with pytest.raises(Stop):
         trainer.train(str(tmp_path / "semi"), teacher_checkpoint=stage,
-                      ema_teacher_decay=1.0, init_checkpoint=warm_start)
+                      ema_teacher_decay=1.0, offline_pseudo_labels=False,
+                      init_checkpoint=warm_start)
     assert seen["args"][0] == os.path.join(tiny_data, "train-*.tfrecord")
     assert seen["args"][2] is warm_start
 

@@ -58,6 +58,7 @@ def tiny_bindings(data_dir, mode="semi", steps=3, extra=()):
         # tests/test_teacher_stage.py covers): the model being trained makes the fused labels.
         "train.teacher_checkpoint = None",
         "train.ema_teacher_decay = 0.0",
+        "train.offline_pseudo_labels = False",
         "train.share_as_teacher = False",
         "PseudoSegObjective.teacher_mirror = False",
         "PseudoLabelConfig.source = 'fusion'",
