@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from wss import experiment
-from wss.data import records, synthetic
+from wss.data import records, splits, synthetic
 from wss.data.records import IGNORE_LABEL
 from wss.method import object_naming, offline_labels, teacher_stage
 from wss.method.objective import PseudoSegObjective
@@ -280,6 +280,32 @@ def test_offline_labels_bindings_are_checked(tiny_data, tmp_path):
                                               init_checkpoint="ckpt")
     with pytest.raises(ValueError, match="train.init_checkpoint"):
         offline_labels.prepare_offline_labels(str(tmp_path / "d"), "teacher", None, None, 3)
+
+
+def test_the_namer_is_fit_on_the_labelled_objects_or_warns(tiny_data, monkeypatch, capsys):
+    from wss.data import pipeline
+
+    monkeypatch.setattr(object_naming, "crop_describer",
+                        lambda checkpoint: (lambda crops: np.asarray(crops).mean((1, 2)), "mean"))
+    spec = pipeline.DatasetSpec(os.path.join(tiny_data, "train-*.tfrecord"),
+                                os.path.join(tiny_data, "labelled_1_16.txt"))
+    labelled = set(splits.read_split_file(os.path.join(tiny_data, "labelled_1_16.txt")))
+    expected = sum(
+        len(object_naming.connected_regions(example["label"], NUM_CLASSES, 10)[1])
+        for example in records.read_examples(os.path.join(tiny_data, "train-*.tfrecord"),
+                                             NUM_CLASSES) if example["id"] in labelled)
+    assert expected > 0
+    factory = offline_labels._crop_namer_factory(spec, NUM_CLASSES, "ckpt", (9, 9), 0.1, 10.0,
+                                                 4.0, 10)
+    namer, report = factory()
+    assert namer.num_references == report["reference_objects"] == expected
+    assert report["crop_features"] == "mean"
+    # No labelled object is large enough: a warning, and the teacher's labels stay.
+    namer, report = offline_labels._crop_namer_factory(spec, NUM_CLASSES, "ckpt", (9, 9), 0.1,
+                                                       10.0, 4.0, 40 * 40 + 1)()
+    assert namer is None and report["reference_objects"] == 0
+    assert "offline_pseudo_labels.min_pixels" in report["crop_features"]
+    assert "WARNING: offline pseudo labels not renamed" in capsys.readouterr().out
 
 
 def test_offline_bindings_do_not_change_the_teacher():

@@ -23,6 +23,7 @@ sets.
 import os
 
 import gin
+from absl import logging
 
 from wss import config as config_lib
 from wss.method import object_naming, self_training
@@ -35,7 +36,11 @@ def pseudo_label_dir(logdir):
 
 def _crop_namer_factory(labelled_spec, num_classes, classifier_checkpoint, crop_size,
                         temperature, l2, margin, min_pixels):
-    """A `relabel_factory` for `self_training.prepare_pseudo_labels`: fits a `CropNamer`."""
+    """A `relabel_factory` for `self_training.prepare_pseudo_labels`: fits a `CropNamer`.
+
+    When the labelled images hold no object of `min_pixels` pixels the factory warns and gives
+    no renaming (the teacher's labels are kept; the marker says so under `crop_features`).
+    """
 
     def factory():
         from wss.data import pipeline
@@ -47,7 +52,13 @@ def _crop_namer_factory(labelled_spec, num_classes, classifier_checkpoint, crop_
                     for batch in pipeline.eval_dataset(labelled_spec, num_classes=num_classes,
                                                        batch_size=1)
                     if bool(batch["has_mask"][0]))
-        count = namer.fit(examples)
+        try:
+            count = namer.fit(examples)
+        except ValueError as error:  # No labelled object to learn from: the teacher's labels.
+            logging.warning("Offline pseudo labels: %s; the teacher's labels are kept as they "
+                            "are", error)
+            print(f"WARNING: offline pseudo labels not renamed: {error}", flush=True)
+            return None, {"reference_objects": 0, "crop_features": f"none ({error})"}
         print(f"Offline pseudo labels: objects renamed by {description}, learnt from {count} "
               f"labelled objects", flush=True)
         return namer, {"reference_objects": count, "crop_features": description}
