@@ -34,26 +34,31 @@ DATASETS = {
     ],
 }
 
+# demo.gin's online frozen teacher (before its offline labels, `train.offline_pseudo_labels`).
+ONLINE_TEACHER = ["train.offline_pseudo_labels = False", "train.ema_teacher_decay = 1.0"]
+
 # Method -> (gin file, the method's own bindings).
 METHODS = {
     "supervised": ("demo_supervised.gin", []),
     "pseudoseg": ("demo.gin", []),
     "pseudoseg_image_labels": ("demo_weak.gin", []),
     "self_training": ("demo_self_training.gin", []),
-    # The pseudo-label source ablation (demo.gin's frozen teacher and hard labels; its own
-    # source is the decoder's, so `decoder_only` repeats `pseudoseg` under the row's name).
-    "decoder_only": ("demo.gin", ["PseudoLabelConfig.source = 'decoder'"]),
-    "sgc_only": ("demo.gin", ["PseudoLabelConfig.source = 'sgc'"]),
-    "fusion": ("demo.gin", ["PseudoLabelConfig.source = 'fusion'",
-                            "PseudoSegObjective.teacher_mirror = False"]),
+    # The pseudo-label source ablation, on online labels (demo.gin's frozen teacher made them
+    # online before its offline renamed labels, which have no source to ablate).
+    "decoder_only": ("demo.gin", ONLINE_TEACHER + ["PseudoLabelConfig.source = 'decoder'"]),
+    "sgc_only": ("demo.gin", ONLINE_TEACHER + ["PseudoLabelConfig.source = 'sgc'"]),
+    "fusion": ("demo.gin", ONLINE_TEACHER + ["PseudoLabelConfig.source = 'fusion'",
+                                             "PseudoSegObjective.teacher_mirror = False"]),
     # The paper's one-stage loop: the model being trained makes its fused, sharpened labels.
-    "one_stage": ("demo.gin", ["train.ema_teacher_decay = 0.0", "train.teacher_checkpoint = None",
+    "one_stage": ("demo.gin", ["train.offline_pseudo_labels = False",
+                               "train.ema_teacher_decay = 0.0", "train.teacher_checkpoint = None",
                                "PseudoSegObjective.teacher_mirror = False",
                                "PseudoLabelConfig.source = 'fusion'",
                                "PseudoLabelConfig.soft = True"]),
     # A diagnostic: the unlabelled images' own masks as pseudo labels, the ceiling of the
     # unlabelled path (strong view + L_u) that every real pseudo-label source is bounded by.
-    "ground_truth_ceiling": ("demo.gin", ["PseudoLabelConfig.source = 'ground_truth'"]),
+    "ground_truth_ceiling": ("demo.gin", ONLINE_TEACHER
+                             + ["PseudoLabelConfig.source = 'ground_truth'"]),
 }
 # Methods that run only when `--methods` names them: diagnostics and the extra ablation rows.
 OPT_IN_METHODS = ("ground_truth_ceiling", "fusion", "one_stage")

@@ -217,6 +217,10 @@ class SegmentationTask(Task):
         self.objective = PseudoSegObjective(self.model, self.sgc_head, mode=self.mode,
                                             teacher=self.ema_teacher,
                                             offline_labels=self.offline_labels)
+        if self.offline_labels:
+            print("train.offline_pseudo_labels = True: L_u trains on the offline labels; the "
+                  "online pseudo labels' bindings (PseudoLabelConfig.*, "
+                  "PseudoSegObjective.teacher_mirror) are unused", flush=True)
 
     def _restore_teacher(self):
         """Loads `teacher_checkpoint` into the EMA teacher, naming the binding on failure."""
