@@ -331,3 +331,21 @@ def test_the_command_line_knows_the_offline_bindings():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=False)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_offline_labels_are_mixed_with_the_strong_views_by_cutmix():
+    objective = PseudoSegObjective(None, sgc_head=object(), mode="semi", offline_labels=True)
+    rng = np.random.default_rng(3)
+    labels = tf.constant(rng.integers(0, 5, (3, 9, 9)), tf.int32)
+    keep = (rng.random((3, 9, 9)) < 0.5).astype(np.float32)
+    strong = rng.random((3, 9, 9, 3)).astype(np.float32)
+    batch = {"strong": tf.constant(strong), "strong_valid": tf.ones([3, 9, 9]),
+             "mix_mask": tf.constant(keep)}
+    images, valid, mixed, weights = objective._strong_batch(batch, {"labels": labels})
+    # Image i keeps its own pixels where the mask is 1 and takes image i + 1's elsewhere.
+    expected = np.where(keep > 0, labels.numpy(), np.roll(labels.numpy(), -1, axis=0))
+    np.testing.assert_array_equal(mixed.numpy(), expected)
+    assert mixed.dtype == tf.int32 and weights is None
+    np.testing.assert_allclose(images.numpy(), np.where(keep[..., None] > 0, strong,
+                                                        np.roll(strong, -1, axis=0)))
+    np.testing.assert_array_equal(valid.numpy(), np.ones((3, 9, 9)))

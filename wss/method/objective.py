@@ -350,15 +350,9 @@ class PseudoSegObjective:
         """
         images, valid = unlabelled["strong"], unlabelled["strong_valid"]
         if self.offline_labels:
-            labels = pseudo["labels"]
-            if "mix_mask" in unlabelled:  # Exact on integers: the mask is 0 or 1.
-                keep = tf.cast(unlabelled["mix_mask"], tf.float32)
-                images = mix_with_partner(images, tf.cast(keep, images.dtype)[..., None])
-                valid = mix_with_partner(tf.cast(valid, tf.float32), keep)
-                labels = tf.cast(tf.round(mix_with_partner(tf.cast(labels, tf.float32), keep)),
-                                 labels.dtype)
-            return images, valid, labels, None
-        targets, weights = pseudo["targets"], pseudo["pixel_weights"]
+            targets, weights = pseudo["labels"], None
+        else:
+            targets, weights = pseudo["targets"], pseudo["pixel_weights"]
         if "mix_mask" not in unlabelled:
             return images, valid, targets, weights
         if self.mode == "weak":
@@ -367,10 +361,13 @@ class PseudoSegObjective:
                 "mode 'weak' trains L_x on the strong view's image-level labels, which a mixed "
                 "view no longer has; bind StrongViewConfig.cutmix_area = 0 in weak mode")
         keep = tf.cast(unlabelled["mix_mask"], tf.float32)
-        keep_small = downsample_mask(keep, spatial_size(targets),
-                                     align_corners=self.mask_align_corners)
         images = mix_with_partner(images, tf.cast(keep, images.dtype)[..., None])
         valid = mix_with_partner(tf.cast(valid, tf.float32), keep)
+        if self.offline_labels:  # Full-resolution int labels: exact, the mask is 0 or 1.
+            mixed = tf.round(mix_with_partner(tf.cast(targets, tf.float32), keep))
+            return images, valid, tf.cast(mixed, targets.dtype), None
+        keep_small = downsample_mask(keep, spatial_size(targets),
+                                     align_corners=self.mask_align_corners)
         targets = mix_with_partner(tf.cast(targets, tf.float32), keep_small[..., None])
         if weights is not None:
             weights = mix_with_partner(tf.cast(weights, tf.float32), keep_small)
