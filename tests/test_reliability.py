@@ -275,6 +275,26 @@ def test_saved_config_with_an_overridden_macro_still_parses(tmp_path):
     assert gin.query_parameter("train.num_steps") == 90000
 
 
+def test_a_dumped_config_with_an_overridden_macro_parses_as_a_gin_file(tmp_path):
+    # The teacher stage and the earlier rounds of the offline labels train from such a file;
+    # overriding both readers of demo_model.gin's DEMO_MIDDLE_FLOW_UNITS leaves it unread.
+    bindings = ["build_deeplab.middle_flow_units = 1",
+                "build_image_classifier.middle_flow_units = 1", "train.num_steps = 7"]
+    experiment.parse_experiment_config(gin_files=["demo.gin"], gin_bindings=bindings,
+                                       finalize=False)
+    path = str(tmp_path / "dumped.gin")
+    config.dump_config(path)
+    (tmp_path / "plain.gin").write_text(gin.config_str())
+    gin.clear_config()
+    with pytest.raises(ValueError, match="is set but nothing reads"):
+        experiment.parse_experiment_config(gin_files=[str(tmp_path / "plain.gin")],
+                                           finalize=False)
+    gin.clear_config()
+    experiment.parse_experiment_config(gin_files=[path], finalize=False)
+    assert gin.query_parameter("train.num_steps") == 7
+    assert gin.query_parameter("build_deeplab.middle_flow_units") == 1
+
+
 def test_strategy_flags_are_validated_and_quoted():
     with pytest.raises(ValueError, match="--tpu='local' is only used with --strategy=tpu"):
         strategy_lib.flag_bindings(None, "local")

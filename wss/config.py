@@ -115,6 +115,25 @@ def resolve_gin_file(name):
         f"{searched}. Packaged configs: {', '.join(available) or 'none'}")
 
 
+# The first line of a config that wss writes from a run's parsed config (`dump_config`): such a
+# file sets every macro its run's files set, including those a later binding left unread, so
+# `parse_gin` does not ask that its macros be read.
+DUMPED_CONFIG_HEADER = ("# Written by wss from a run's parsed gin config (gin.config_str()); it "
+                        "keeps every macro the run set, read or not.\n")
+
+
+def dump_config(path):
+    """Writes the parsed gin config to `path` as a file that `parse_gin` reads back as it was.
+
+    Args:
+      path: the file to write (a local or `tf.io.gfile` path).
+    """
+    import tensorflow as tf
+
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(DUMPED_CONFIG_HEADER + gin.config_str())
+
+
 def parse_gin(gin_files=(), gin_bindings=(), finalize=True, check_macros=True):
     """Parses gin files and bindings, turning gin's errors into ones that name the culprit.
 
@@ -124,7 +143,7 @@ def parse_gin(gin_files=(), gin_bindings=(), finalize=True, check_macros=True):
       finalize: whether to lock the config afterwards.
       check_macros: fail on a macro set by a gin file or binding given here (not by an
         included file) that nothing reads. Off for a config saved by training, which holds
-        every macro of its includes.
+        every macro of its includes; never asked of a file `dump_config` wrote.
 
     Returns:
       The list of resolved gin file paths.
@@ -170,8 +189,9 @@ def _parse_gin(gin_files, gin_bindings, finalize, check_macros):
             gin.parse_config(_NamedText(text, path))
         except (ValueError, KeyError, SyntaxError, ImportError) as e:
             raise ValueError(f"{where}: {e}{_legacy_hint(e)}") from e
-        for name in _macros_set(text):
-            defined[name] = where
+        if not text.startswith(DUMPED_CONFIG_HEADER):
+            for name in _macros_set(text):
+                defined[name] = where
     for binding in gin_bindings:
         where = f"--gin_bindings='{binding}'"
         renamed = rename_legacy_bindings(binding, where)
