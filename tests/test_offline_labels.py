@@ -349,3 +349,80 @@ def test_offline_labels_are_mixed_with_the_strong_views_by_cutmix():
     np.testing.assert_allclose(images.numpy(), np.where(keep[..., None] > 0, strong,
                                                         np.roll(strong, -1, axis=0)))
     np.testing.assert_array_equal(valid.numpy(), np.ones((3, 9, 9)))
+
+
+@pytest.mark.slow
+def test_a_second_round_is_labelled_by_the_first_rounds_student(tiny_data, tmp_path, capsys):
+    teacher_dir = str(tmp_path / "teacher")
+    configure("demo_supervised.gin", tiny_data, steps=1)
+    trainer.train(teacher_dir)
+    gin.clear_config()
+    classifier = build_image_classifier(num_logits=5, width_multiplier=0.0625,
+                                        middle_flow_units=1)
+    checkpoint = save_tf1_checkpoint(classifier, str(tmp_path / "tf1" / "model.ckpt"))
+    extra = [f"train.teacher_checkpoint = '{teacher_dir}'",
+             "train.ema_teacher_decay = 0.0",
+             "train.offline_pseudo_labels = True",
+             f"offline_pseudo_labels.classifier_checkpoint = '{checkpoint}'",
+             "offline_pseudo_labels.crop_size = (17, 17)",
+             "offline_pseudo_labels.min_pixels = 10",
+             "offline_pseudo_labels.num_shards = 1",
+             "offline_pseudo_labels.rounds = 2"]
+    student_dir = str(tmp_path / "student")
+    configure("demo.gin", tiny_data, steps=2, extra=extra)
+    result = trainer.train(student_dir)
+    assert result["finished"] and result["step"] == 2
+    round_1 = offline_labels.round_dir(student_dir, 1)
+    assert result["offline_pseudo_labels"]["settings"]["teacher_checkpoint"] == round_1
+    with open(os.path.join(round_1, "train_result.json")) as f:
+        first = json.load(f)
+    # Round 1 is the same config with one round: its own labels come from the teacher.
+    assert first["finished"] and first["step"] == 2
+    assert first["offline_pseudo_labels"]["settings"]["teacher_checkpoint"] == teacher_dir
+    assert not os.path.exists(offline_labels.round_dir(round_1, 1))
+    assert "training round 1" in capsys.readouterr().out
+
+    # Resumed: the labels are complete, so round 1 is neither trained nor read again.
+    gin.clear_config()
+    configure("demo.gin", tiny_data, steps=2, extra=extra)
+    trainer.train(student_dir)
+    out = capsys.readouterr().out
+    assert "Reusing the pseudo labels" in out and "training round 1" not in out
+
+
+def test_a_finished_round_is_reused_and_rounds_are_checked(tmp_path, monkeypatch):
+    round_1 = offline_labels.round_dir(str(tmp_path), 1)
+    os.makedirs(round_1)
+    with open(os.path.join(round_1, "train_result.json"), "w") as f:
+        json.dump({"finished": True, "step": 3}, f)
+
+    def never(*args, **kwargs):
+        raise AssertionError("a finished round was trained again")
+
+    monkeypatch.setattr(offline_labels.subprocess, "run", never)
+    assert offline_labels.train_earlier_round(str(tmp_path), 2) == round_1
+    # A round that stopped early (preempted) fails, saying how to resume.
+    with open(os.path.join(round_1, "train_result.json"), "w") as f:
+        json.dump({"finished": False, "step": 1}, f)
+    monkeypatch.setattr(offline_labels.subprocess, "run",
+                        lambda *args, **kwargs: subprocess_result(0))
+    with pytest.raises(RuntimeError, match="run this command again to resume"):
+        offline_labels.train_earlier_round(str(tmp_path), 2)
+    monkeypatch.setattr(offline_labels.subprocess, "run",
+                        lambda *args, **kwargs: subprocess_result(1))
+    with pytest.raises(RuntimeError, match="round 1 of the offline pseudo labels failed"):
+        offline_labels.train_earlier_round(str(tmp_path), 2)
+
+    for rounds, chief, logdir, match in ((0, True, "x", "offline_pseudo_labels.rounds"),
+                                         (2, True, None, "log directory"),
+                                         (2, False, "x", "multi-worker")):
+        with pytest.raises(ValueError, match=match):
+            offline_labels.prepare_offline_labels(
+                str(tmp_path / "labels"), "teacher", None, None, 3, init_checkpoint="ckpt",
+                chief=chief, logdir=logdir, rounds=rounds, crop_size=(9, 9))
+
+
+def subprocess_result(returncode):
+    import subprocess
+
+    return subprocess.CompletedProcess(args=[], returncode=returncode)

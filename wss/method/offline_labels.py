@@ -14,24 +14,98 @@ CutOut, no geometric change) towards the label of its image, one-hot, as the onl
 teacher's hard labels are; L_s, L_x and L_sa are the paper's. The student skips the weak view's
 passes, so a step is cheaper than with the online teacher.
 
-Why (benchmarks/RESULTS.md, twenty-ninth and thirtieth sessions): the student follows how many
+With `offline_pseudo_labels.rounds = N > 1` the teacher of the labels is round N - 1 of the
+same run instead: this run's config with `rounds = N - 1`, trained first (in a `python -m
+wss.train` subprocess, as the supervised teacher stage is) into `LOGDIR/round_<N-1>` and reused
+once it has finished. Round 1 is labelled by `train.teacher_checkpoint`. Each round's student
+starts from `train.init_checkpoint` again; only its labels come from the round before.
+
+Why (benchmarks/RESULTS.md, twenty-ninth to thirty-first sessions): the student follows how many
 objects its labels name right, and the teacher, fine-tuned on a few scenes, names many wrong;
 the renaming lifts the unlabelled foreground named right by 10 points on two of the synthetic
-sets.
+sets, and a student trained on those labels names more right again than its teacher did.
 """
 
+import json
 import os
+import subprocess
+import sys
 
 import gin
+import tensorflow as tf
 from absl import logging
 
 from wss import config as config_lib
+from wss import run_files
 from wss.method import object_naming, self_training
+
+# The gin config an earlier round is trained with, written into its directory.
+ROUND_CONFIG_FILENAME = "round.gin"
 
 
 def pseudo_label_dir(logdir):
     """Where a run keeps its offline pseudo labels: `LOGDIR/pseudo_labels`."""
     return self_training.pseudo_label_dir(logdir)
+
+
+def round_dir(logdir, round_number):
+    """Where a run with `offline_pseudo_labels.rounds > round_number` trains that round."""
+    return os.path.join(logdir, f"round_{round_number}")
+
+
+def _finished(directory):
+    """Whether the run in `directory` has finished (its result file says so)."""
+    path = os.path.join(directory, run_files.RESULT_FILENAME)
+    if not tf.io.gfile.exists(path):
+        return False
+    with tf.io.gfile.GFile(path) as f:
+        try:
+            return bool(json.load(f).get("finished"))
+        except ValueError:
+            return False
+
+
+def train_earlier_round(logdir, rounds):
+    """Trains round `rounds - 1` of this run once (resumed if interrupted) and returns its dir.
+
+    The round is this process's gin config with `offline_pseudo_labels.rounds = rounds - 1`
+    and no export, trained by `python -m wss.train` into `round_dir(logdir, rounds - 1)` (which
+    itself trains its earlier rounds first, inside its own directory). A round that has
+    finished is reused.
+
+    Args:
+      logdir: this run's log directory.
+      rounds: this run's `offline_pseudo_labels.rounds` (at least 2).
+
+    Returns:
+      The earlier round's log directory (its final checkpoint labels this run's images).
+
+    Raises:
+      RuntimeError: if the earlier round fails or stops before its last step (its output,
+        printed above, says why; running this run again resumes it).
+    """
+    directory = round_dir(logdir, rounds - 1)
+    if _finished(directory):
+        print(f"Offline pseudo labels: round {rounds - 1} has finished; reusing {directory}",
+              flush=True)
+        return directory
+    tf.io.gfile.makedirs(directory)
+    config_path = os.path.join(directory, ROUND_CONFIG_FILENAME)
+    config_lib.dump_config(config_path)
+    command = [sys.executable, "-m", "wss.train", f"--gin_file={config_path}",
+               f"--logdir={directory}",
+               f"--gin_bindings=offline_pseudo_labels.rounds = {rounds - 1}",
+               "--gin_bindings=after_training.export = False"]
+    print(f"Offline pseudo labels, round {rounds} of {rounds}: training round {rounds - 1} "
+          f"(this config with offline_pseudo_labels.rounds = {rounds - 1}) in {directory}; its "
+          f"final model labels this run's unlabelled images", flush=True)
+    if subprocess.run(command, check=False).returncode != 0:
+        raise RuntimeError(f"round {rounds - 1} of the offline pseudo labels failed: "
+                           f"{' '.join(command)}")
+    if not _finished(directory):
+        raise RuntimeError(f"round {rounds - 1} of the offline pseudo labels stopped before its "
+                           f"last step ({directory}); run this command again to resume it")
+    return directory
 
 
 def _crop_namer_factory(labelled_spec, num_classes, classifier_checkpoint, crop_size,
@@ -68,11 +142,13 @@ def _crop_namer_factory(labelled_spec, num_classes, classifier_checkpoint, crop_
 
 @gin.configurable("offline_pseudo_labels",
                   denylist=["output_dir", "teacher_checkpoint", "labelled_spec",
-                            "unlabelled_spec", "num_classes", "init_checkpoint", "chief"])
+                            "unlabelled_spec", "num_classes", "init_checkpoint", "chief",
+                            "logdir"])
 def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabelled_spec,
-                           num_classes, init_checkpoint=None, chief=True, rename_objects=True,
-                           classifier_checkpoint=None, crop_size=None, temperature=0.1, l2=10.0,
-                           margin=4.0, min_pixels=30, flip=True, num_shards=4, wait_secs=7200):
+                           num_classes, init_checkpoint=None, chief=True, logdir=None, rounds=1,
+                           rename_objects=True, classifier_checkpoint=None, crop_size=None,
+                           temperature=0.1, l2=10.0, margin=4.0, min_pixels=30, flip=True,
+                           num_shards=4, wait_secs=7200):
     """Makes the offline pseudo labels of a semi run once, or reuses them.
 
     Args:
@@ -83,6 +159,11 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
       num_classes: classes including background.
       init_checkpoint: the run's warm start (a TF1 checkpoint prefix), the default classifier.
       chief: whether this process writes (False: wait for the chief's labels).
+      logdir: the run's log directory (needed with `rounds > 1`).
+      rounds: 1: `teacher_checkpoint` labels the images; N > 1: round N - 1 of this run does,
+        trained first into `LOGDIR/round_<N-1>` (`train_earlier_round`) unless the labels
+        are already complete. One process only (a multi-worker run fails: train each round as
+        a run of its own, `train.teacher_checkpoint` the round before).
       rename_objects: rename each object by its crop (False: the teacher's argmax as it is).
       classifier_checkpoint: the crop classifier's TF1 checkpoint (default: `init_checkpoint`).
       crop_size: the crops' (height, width): the classifier's training crop (`demo.gin`: 57,
@@ -105,6 +186,20 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
     """
     config_lib.check_bool("offline_pseudo_labels.rename_objects", rename_objects)
     config_lib.check_bool("offline_pseudo_labels.flip", flip)
+    config_lib.check_int("offline_pseudo_labels.rounds", rounds, minimum=1)
+    if rounds > 1:
+        if logdir is None:
+            raise ValueError(f"offline_pseudo_labels.rounds={rounds}: the earlier rounds are "
+                             "trained inside the run's log directory; none was given")
+        if not chief:
+            raise ValueError(
+                f"offline_pseudo_labels.rounds={rounds} trains the earlier rounds in one "
+                "process and cannot on a multi-worker cluster: bind rounds = 1 and train each "
+                "round as a run of its own, train.teacher_checkpoint the round before's log "
+                "directory")
+        teacher_checkpoint = round_dir(logdir, rounds - 1)
+        if self_training.read_marker(output_dir) is None:
+            train_earlier_round(logdir, rounds)
     settings = {"offline_rename_objects": rename_objects}
     factory = None
     if rename_objects:

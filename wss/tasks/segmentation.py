@@ -156,7 +156,7 @@ class SegmentationTask(Task):
             directory = offline_labels.pseudo_label_dir(logdir)
             self.pseudo_label_summary = offline_labels.prepare_offline_labels(
                 directory, self.teacher_checkpoint, self.labelled_spec, self.unlabelled_spec,
-                self.num_classes, init_checkpoint=init, chief=chief)
+                self.num_classes, init_checkpoint=init, chief=chief, logdir=logdir)
             self.pseudo_label_spec = self_training.pseudo_label_spec(directory)
 
     @property
