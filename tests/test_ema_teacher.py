@@ -16,7 +16,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_training import configure
+from tiny_runs import configure
 
 from wss.method import sgc
 from wss.method.ema_teacher import EmaTeacher

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from script_loading import load_script
-from test_training import tiny_bindings
+from tiny_runs import tiny_bindings
 
 from wss.data import synthetic
 

@@ -14,11 +14,11 @@ import gin
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_runs import configure_demo, generate_tiny_set
 
-from wss import experiment
-from wss.data import records, splits, synthetic
+from wss.data import records, splits
 from wss.data.records import IGNORE_LABEL
-from wss.method import object_naming, offline_labels, teacher_stage
+from wss.method import object_naming, offline_labels, self_training, teacher_stage
 from wss.method.objective import PseudoSegObjective
 from wss.models import build_image_classifier, save_tf1_checkpoint
 from wss.training import trainer
@@ -164,48 +164,13 @@ def test_offline_targets_are_one_hot_labels_at_the_logits_resolution():
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    """A 64-image synthetic dataset at 40 x 40: 4 labelled, 60 unlabelled images."""
-    directory = str(tmp_path_factory.mktemp("data") / "synthetic")
-    synthetic.generate(directory, seed=5, num_train=64, num_val=4, height=40, width=40)
-    return directory
-
-
-def tiny_bindings(data_dir, steps, extra=()):
-    """Bindings that shrink the demo configs to a seconds-long run on `data_dir`."""
-    return [
-        f"DATA_DIR = '{data_dir}'",
-        "train.init_checkpoint = None",
-        f"train.num_steps = {steps}",
-        "train.crop_size = (33, 33)",
-        "train.labelled_batch_size = 2",
-        "train.unlabelled_batch_size = 2",
-        "train.log_every = 1",
-        "train.summary_every = 1",
-        "train.image_summary_every = 1",
-        "train.checkpoint_every = 2",
-        "train.seed = 0",
-        "build_deeplab.width_multiplier = 0.0625",
-        "build_deeplab.middle_flow_units = 1",
-        "build_image_classifier.width_multiplier = 0.0625",
-        "build_image_classifier.middle_flow_units = 1",
-        "make_sgc_head.attention_dim = 8",
-        "make_strategy.devices = ['/cpu:0']",
-        "evaluate_checkpoint.class_names = None",
-        "after_training.export = False",
-        *extra,
-    ]
-
-
-def configure(gin_file, data_dir, steps, extra=()):
-    experiment.parse_experiment_config(
-        gin_files=[gin_file], gin_bindings=tiny_bindings(data_dir, steps, extra),
-        finalize=False)
+    return generate_tiny_set(tmp_path_factory, seed=5)
 
 
 @pytest.mark.slow
 def test_offline_run_labels_trains_and_reuses(tiny_data, tmp_path, capsys):
     teacher_dir = str(tmp_path / "teacher")
-    configure("demo_supervised.gin", tiny_data, steps=1)
+    configure_demo("demo_supervised.gin", tiny_data, steps=1)
     trainer.train(teacher_dir)
     gin.clear_config()
     # A tiny "pretrained" classifier of 5 categories (random weights are enough here).
@@ -221,7 +186,7 @@ def test_offline_run_labels_trains_and_reuses(tiny_data, tmp_path, capsys):
              "offline_pseudo_labels.crop_size = (17, 17)",
              "offline_pseudo_labels.min_pixels = 10",
              "offline_pseudo_labels.num_shards = 2"]
-    configure("demo.gin", tiny_data, steps=2, extra=extra)
+    configure_demo("demo.gin", tiny_data, steps=2, extra=extra)
     result = trainer.train(student_dir)
     assert result["step"] == 2 and result["finished"]
     for key in ("loss_s", "loss_u", "loss_x", "loss_sa", "loss_total"):
@@ -238,7 +203,7 @@ def test_offline_run_labels_trains_and_reuses(tiny_data, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "objects renamed by 5 classifier logits" in out
 
-    directory = offline_labels.pseudo_label_dir(student_dir)
+    directory = self_training.pseudo_label_dir(student_dir)
     written = records.read_examples(os.path.join(directory, "train-*.tfrecord"), NUM_CLASSES)
     assert len(written) == 60
     assert all(ex["has_mask"] and not ex["has_class_labels"] for ex in written)
@@ -247,39 +212,35 @@ def test_offline_run_labels_trains_and_reuses(tiny_data, tmp_path, capsys):
 
     # Resumed with the same settings: the labels are reused; with other settings: named.
     gin.clear_config()
-    configure("demo.gin", tiny_data, steps=2, extra=extra)
+    configure_demo("demo.gin", tiny_data, steps=2, extra=extra)
     trainer.train(student_dir)
     assert "Reusing the pseudo labels" in capsys.readouterr().out
     gin.clear_config()
-    configure("demo.gin", tiny_data, steps=3,
+    configure_demo("demo.gin", tiny_data, steps=3,
               extra=extra + ["offline_pseudo_labels.temperature = 0.5"])
     with pytest.raises(ValueError, match="offline_temperature"):
         trainer.train(student_dir)
 
 
-def test_offline_labels_bindings_are_checked(tiny_data, tmp_path):
-    configure("demo.gin", tiny_data, steps=1,
-              extra=["train.offline_pseudo_labels = True", "train.ema_teacher_decay = 1.0"])
-    with pytest.raises(ValueError, match="bind train.ema_teacher_decay = 0.0"):
-        trainer.train(str(tmp_path / "a"))
-    gin.clear_config()
-    configure("demo.gin", tiny_data, steps=1,
-              extra=["train.offline_pseudo_labels = True", "train.ema_teacher_decay = 0.0",
-                     "train.teacher_checkpoint = None"])
-    with pytest.raises(ValueError, match="needs train.teacher_checkpoint"):
-        trainer.train(str(tmp_path / "b"))
-    gin.clear_config()
-    configure("demo.gin", tiny_data, steps=1,
-              extra=["train.offline_pseudo_labels = True", "train.mode = 'weak'",
-                     "train.ema_teacher_decay = 0.0"])
-    with pytest.raises(ValueError, match="for train.mode 'semi', not 'weak'"):
-        trainer.train(str(tmp_path / "c"))
-    gin.clear_config()  # demo.gin binds the crop.
+@pytest.mark.parametrize("extra, match", [
+    (["train.ema_teacher_decay = 1.0"], "bind train.ema_teacher_decay = 0.0"),
+    (["train.ema_teacher_decay = 0.0", "train.teacher_checkpoint = None"],
+     "needs train.teacher_checkpoint"),
+    (["train.ema_teacher_decay = 0.0", "train.mode = 'weak'"], "for train.mode 'semi', not 'weak'"),
+])
+def test_offline_labels_bindings_are_checked(tiny_data, tmp_path, extra, match):
+    configure_demo("demo.gin", tiny_data, steps=1,
+                   extra=["train.offline_pseudo_labels = True", *extra])
+    with pytest.raises(ValueError, match=match):
+        trainer.train(str(tmp_path))
+
+
+def test_the_namer_needs_a_crop_size_and_a_classifier(tmp_path):
     with pytest.raises(ValueError, match="offline_pseudo_labels.crop_size"):
-        offline_labels.prepare_offline_labels(str(tmp_path / "d"), "teacher", None, None, 3,
+        offline_labels.prepare_offline_labels(str(tmp_path), "teacher", None, None, 3,
                                               init_checkpoint="ckpt")
     with pytest.raises(ValueError, match="train.init_checkpoint"):
-        offline_labels.prepare_offline_labels(str(tmp_path / "d"), "teacher", None, None, 3)
+        offline_labels.prepare_offline_labels(str(tmp_path), "teacher", None, None, 3)
 
 
 def test_the_namer_is_fit_on_the_labelled_objects_or_warns(tiny_data, monkeypatch, capsys):
@@ -354,7 +315,7 @@ def test_offline_labels_are_mixed_with_the_strong_views_by_cutmix():
 @pytest.mark.slow
 def test_a_second_round_is_labelled_by_the_first_rounds_student(tiny_data, tmp_path, capsys):
     teacher_dir = str(tmp_path / "teacher")
-    configure("demo_supervised.gin", tiny_data, steps=1)
+    configure_demo("demo_supervised.gin", tiny_data, steps=1)
     trainer.train(teacher_dir)
     gin.clear_config()
     classifier = build_image_classifier(num_logits=5, width_multiplier=0.0625,
@@ -369,7 +330,7 @@ def test_a_second_round_is_labelled_by_the_first_rounds_student(tiny_data, tmp_p
              "offline_pseudo_labels.num_shards = 1",
              "offline_pseudo_labels.rounds = 2"]
     student_dir = str(tmp_path / "student")
-    configure("demo.gin", tiny_data, steps=2, extra=extra)
+    configure_demo("demo.gin", tiny_data, steps=2, extra=extra)
     result = trainer.train(student_dir)
     assert result["finished"] and result["step"] == 2
     round_1 = offline_labels.round_dir(student_dir, 1)
@@ -384,7 +345,7 @@ def test_a_second_round_is_labelled_by_the_first_rounds_student(tiny_data, tmp_p
 
     # Resumed: the labels are complete, so round 1 is neither trained nor read again.
     gin.clear_config()
-    configure("demo.gin", tiny_data, steps=2, extra=extra)
+    configure_demo("demo.gin", tiny_data, steps=2, extra=extra)
     trainer.train(student_dir)
     out = capsys.readouterr().out
     assert "Reusing the pseudo labels" in out and "training round 1" not in out

@@ -17,9 +17,10 @@ import gin
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_runs import generate_tiny_set, tiny_bindings
 
 from wss import config, evaluate, experiment, export, predict
-from wss.data import records, synthetic
+from wss.data import records
 from wss.tasks import pretraining
 from wss.training import checkpointing, loop, rundir, trainer
 from wss.training import strategy as strategy_lib
@@ -30,39 +31,14 @@ ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    """A 64-image synthetic dataset at 40 x 40."""
-    directory = str(tmp_path_factory.mktemp("data") / "synthetic")
-    synthetic.generate(directory, seed=3, num_train=64, num_val=4, height=40, width=40)
-    return directory
+    return generate_tiny_set(tmp_path_factory)
 
 
 def bindings(data_dir, steps=2, extra=()):
-    """demo.gin shrunk to a supervised run of seconds on one CPU (as tests/test_training.py)."""
-    return [
-        f"DATA_DIR = '{data_dir}'",
-        "train.init_checkpoint = None",
-        "train.mode = 'supervised'",
-        f"train.num_steps = {steps}",
-        "train.crop_size = (33, 33)",
-        "train.labelled_batch_size = 2",
-        "train.unlabelled_batch_size = 2",
-        "train.log_every = 1",
-        "train.summary_every = 1",
-        "train.image_summary_every = 0",
-        "train.checkpoint_every = 2",
-        "build_deeplab.width_multiplier = 0.0625",
-        "build_deeplab.middle_flow_units = 1",
-        "make_sgc_head.attention_dim = 8",
-        "StrongViewConfig.cutout_size = 8",
-        "make_strategy.devices = ['/cpu:0']",
-        "evaluate_checkpoint.class_names = None",
-        "after_training.evaluate = False",
-        "train.teacher_checkpoint = None",  # demo.gin's teacher stage: not in supervised runs.
-        "train.ema_teacher_decay = 0.0",
-        "train.offline_pseudo_labels = False",
-        "train.share_as_teacher = False",
-        *extra,
-    ]
+    """demo.gin shrunk to a supervised run of seconds on one CPU, without evaluation."""
+    return tiny_bindings(data_dir, mode="supervised", steps=steps, extra=[
+        "train.image_summary_every = 0", "make_strategy.devices = ['/cpu:0']",
+        "after_training.evaluate = False", *extra])
 
 
 def configure(data_dir, **kwargs):

@@ -14,9 +14,9 @@ import gin
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_runs import configure_demo, generate_tiny_set
 
-from wss import experiment
-from wss.data import pipeline, records, splits, synthetic
+from wss.data import pipeline, records, splits
 from wss.data.records import IGNORE_LABEL
 from wss.method import losses, self_training
 from wss.method.objective import PseudoSegObjective
@@ -27,10 +27,7 @@ NUM_CLASSES = 11
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    """A 64-image synthetic dataset at 40 x 40: 4 labelled, 60 unlabelled images."""
-    directory = str(tmp_path_factory.mktemp("data") / "synthetic")
-    synthetic.generate(directory, seed=5, num_train=64, num_val=4, height=40, width=40)
-    return directory
+    return generate_tiny_set(tmp_path_factory, seed=5)
 
 
 def unlabelled_spec(data_dir):
@@ -219,39 +216,10 @@ def test_self_training_loss_is_cross_entropy_over_both_batches_and_l_x_over_labe
     assert total.numpy() == pytest.approx(named["loss_s"].numpy() + named["loss_x"].numpy())
 
 
-def tiny_bindings(data_dir, steps, extra=()):
-    """Bindings that shrink the demo configs to a seconds-long run on `data_dir`."""
-    return [
-        f"DATA_DIR = '{data_dir}'",
-        "train.init_checkpoint = None",  # Tests never pretrain.
-        f"train.num_steps = {steps}",
-        "train.crop_size = (33, 33)",
-        "train.labelled_batch_size = 2",
-        "train.unlabelled_batch_size = 2",
-        "train.log_every = 1",
-        "train.summary_every = 1",
-        "train.image_summary_every = 1",  # Every step: one traced step function.
-        "train.checkpoint_every = 2",
-        "train.seed = 0",
-        "build_deeplab.width_multiplier = 0.0625",
-        "build_deeplab.middle_flow_units = 1",
-        "make_sgc_head.attention_dim = 8",
-        "make_strategy.devices = ['/cpu:0']",
-        "evaluate_checkpoint.class_names = None",
-        *extra,
-    ]
-
-
-def configure(gin_file, data_dir, steps, extra=()):
-    experiment.parse_experiment_config(
-        gin_files=[gin_file], gin_bindings=tiny_bindings(data_dir, steps, extra),
-        finalize=False)
-
-
 @pytest.mark.slow
 def test_self_training_run_trains_and_reuses_its_pseudo_labels(tiny_data, tmp_path, capsys):
     teacher_dir = str(tmp_path / "teacher")
-    configure("demo_supervised.gin", tiny_data, steps=1)
+    configure_demo("demo_supervised.gin", tiny_data, steps=1)
     trainer.train(teacher_dir)
     gin.clear_config()
 
@@ -260,7 +228,7 @@ def test_self_training_run_trains_and_reuses_its_pseudo_labels(tiny_data, tmp_pa
              # A teacher of one step is nowhere confident (about 1 / C): keep every pixel so
              # that the student sees pseudo labels (the threshold is tested above).
              "self_training.threshold = 0.0", "self_training.num_shards = 2"]
-    configure("demo_self_training.gin", tiny_data, steps=2, extra=extra)
+    configure_demo("demo_self_training.gin", tiny_data, steps=2, extra=extra)
     result = trainer.train(student_dir)
     assert result["step"] == 2 and result["finished"]
     for key in ("loss_s", "loss_x", "loss_sa", "loss_wd", "loss_total"):
@@ -284,7 +252,7 @@ def test_self_training_run_trains_and_reuses_its_pseudo_labels(tiny_data, tmp_pa
     # A second call (here: nothing left to train) reuses the labels without rewriting them.
     stamps = {n: os.stat(os.path.join(directory, n)).st_mtime_ns for n in os.listdir(directory)}
     gin.clear_config()
-    configure("demo_self_training.gin", tiny_data, steps=2, extra=extra)
+    configure_demo("demo_self_training.gin", tiny_data, steps=2, extra=extra)
     again = trainer.train(student_dir)
     assert again["step"] == 2
     assert "Reusing the pseudo labels" in capsys.readouterr().out
@@ -293,12 +261,12 @@ def test_self_training_run_trains_and_reuses_its_pseudo_labels(tiny_data, tmp_pa
 
 
 def test_missing_teacher_checkpoint_is_named(tiny_data, tmp_path):
-    configure("demo_self_training.gin", tiny_data, steps=1)
+    configure_demo("demo_self_training.gin", tiny_data, steps=1)
     with pytest.raises(ValueError, match="needs train.teacher_checkpoint"):
         trainer.train(str(tmp_path / "no_teacher"))
     gin.clear_config()
     missing = str(tmp_path / "no_such_run")
-    configure("demo_self_training.gin", tiny_data, steps=1,
+    configure_demo("demo_self_training.gin", tiny_data, steps=1,
               extra=[f"train.teacher_checkpoint = '{missing}'"])
     with pytest.raises(ValueError, match=f"train.teacher_checkpoint='{missing}'"):
         trainer.train(str(tmp_path / "student"))
@@ -307,7 +275,7 @@ def test_missing_teacher_checkpoint_is_named(tiny_data, tmp_path):
         self_training.pseudo_label_dir(str(tmp_path / "student"))) is None
     gin.clear_config()
     own = str(tmp_path / "own")
-    configure("demo_self_training.gin", tiny_data, steps=1,
+    configure_demo("demo_self_training.gin", tiny_data, steps=1,
               extra=[f"train.teacher_checkpoint = '{own}'"])
     with pytest.raises(ValueError, match="own --logdir"):
         trainer.train(own)

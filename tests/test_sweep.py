@@ -15,7 +15,7 @@ import time
 
 import pytest
 from script_loading import load_script
-from test_training import tiny_bindings
+from tiny_runs import tiny_bindings
 
 from wss.data import synthetic
 

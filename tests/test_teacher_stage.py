@@ -8,10 +8,9 @@ import gin
 import numpy as np
 import pytest
 import tensorflow as tf
+from tiny_runs import generate_tiny_set, tiny_bindings
 
-from tests.test_training import tiny_bindings
 from wss import experiment
-from wss.data import synthetic
 from wss.method import teacher_stage
 from wss.training import trainer
 
@@ -23,9 +22,7 @@ STAGE = ["train.teacher_checkpoint = @supervised_teacher", "train.ema_teacher_de
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    directory = str(tmp_path_factory.mktemp("data") / "synthetic")
-    synthetic.generate(directory, seed=3, num_train=64, num_val=4, height=40, width=40)
-    return directory
+    return generate_tiny_set(tmp_path_factory)
 
 
 def _config_text(gin_file, bindings):

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.python.data.ops import iterator_ops
+from tiny_runs import configure, generate_tiny_set, tiny_bindings
 
 from wss import experiment
-from wss.data import synthetic
 from wss.evaluation import evaluator as evaluation
 from wss.tasks.segmentation import SegmentationTask
 from wss.training import checkpointing, trainer
@@ -27,49 +27,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    """A 64-image synthetic dataset at 40 x 40 (labelled 1/16 split: 4 images)."""
-    directory = str(tmp_path_factory.mktemp("data") / "synthetic")
-    synthetic.generate(directory, seed=3, num_train=64, num_val=6, height=40, width=40)
-    return directory
-
-
-def tiny_bindings(data_dir, mode="semi", steps=3, extra=()):
-    """Bindings that shrink demo.gin to a seconds-long run on `data_dir`."""
-    return [
-        f"DATA_DIR = '{data_dir}'",
-        # Tests never pretrain: demo.gin warm-starts from the cached demo pretraining.
-        "train.init_checkpoint = None",
-        f"train.mode = '{mode}'",
-        f"train.num_steps = {steps}",
-        "train.crop_size = (33, 33)",
-        "train.labelled_batch_size = 2",
-        "train.unlabelled_batch_size = 2",
-        "train.log_every = 1",
-        "train.summary_every = 1",
-        "train.image_summary_every = 2",
-        "train.checkpoint_every = 2",
-        "build_deeplab.width_multiplier = 0.0625",
-        "build_deeplab.middle_flow_units = 1",
-        "make_sgc_head.attention_dim = 8",
-        "StrongViewConfig.cutout_size = 8",
-        "make_strategy.devices = ['/cpu:0', '/cpu:1']",
-        "evaluate_checkpoint.class_names = None",
-        # The paper's one-stage loop, without demo.gin's supervised teacher stage (which
-        # tests/test_teacher_stage.py covers): the model being trained makes the fused labels.
-        "train.teacher_checkpoint = None",
-        "train.ema_teacher_decay = 0.0",
-        "train.offline_pseudo_labels = False",
-        "train.share_as_teacher = False",
-        "PseudoSegObjective.teacher_mirror = False",
-        "PseudoLabelConfig.source = 'fusion'",
-        "PseudoLabelConfig.soft = True",
-        *extra,
-    ]
-
-
-def configure(data_dir, **kwargs):
-    experiment.parse_experiment_config(
-        gin_files=["demo.gin"], gin_bindings=tiny_bindings(data_dir, **kwargs), finalize=False)
+    return generate_tiny_set(tmp_path_factory, seed=3, num_val=6)
 
 
 @pytest.fixture(autouse=True)

@@ -43,11 +43,6 @@ from wss.method import object_naming, self_training
 ROUND_CONFIG_FILENAME = "round.gin"
 
 
-def pseudo_label_dir(logdir):
-    """Where a run keeps its offline pseudo labels: `LOGDIR/pseudo_labels`."""
-    return self_training.pseudo_label_dir(logdir)
-
-
 def round_dir(logdir, round_number):
     """Where a run with `offline_pseudo_labels.rounds > round_number` trains that round."""
     return os.path.join(logdir, f"round_{round_number}")
@@ -152,7 +147,7 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
     """Makes the offline pseudo labels of a semi run once, or reuses them.
 
     Args:
-      output_dir: the pseudo-label directory (`pseudo_label_dir(logdir)`).
+      output_dir: the pseudo-label directory (`self_training.pseudo_label_dir(logdir)`).
       teacher_checkpoint: the teacher's log directory or checkpoint prefix.
       labelled_spec: the labelled images (the references of the object naming).
       unlabelled_spec: the images to label.

@@ -153,7 +153,7 @@ class SegmentationTask(Task):
             init = self.init_checkpoint
             if callable(init):  # `@pretrained_checkpoint`: cached, so the warm start reuses it.
                 init = init()
-            directory = offline_labels.pseudo_label_dir(logdir)
+            directory = self_training.pseudo_label_dir(logdir)
             self.pseudo_label_summary = offline_labels.prepare_offline_labels(
                 directory, self.teacher_checkpoint, self.labelled_spec, self.unlabelled_spec,
                 self.num_classes, init_checkpoint=init, chief=chief, logdir=logdir)
