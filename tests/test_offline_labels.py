@@ -167,25 +167,29 @@ def tiny_data(tmp_path_factory):
     return generate_tiny_set(tmp_path_factory, seed=5)
 
 
-@pytest.mark.slow
-def test_offline_run_labels_trains_and_reuses(tiny_data, tmp_path, capsys):
+def offline_run_bindings(tiny_data, tmp_path, num_shards):
+    """Trains a 1-step supervised teacher and saves a tiny "pretrained" classifier of 5
+    categories (random weights are enough here); returns the bindings of a run they label."""
     teacher_dir = str(tmp_path / "teacher")
     configure_demo("demo_supervised.gin", tiny_data, steps=1)
     trainer.train(teacher_dir)
     gin.clear_config()
-    # A tiny "pretrained" classifier of 5 categories (random weights are enough here).
     classifier = build_image_classifier(num_logits=5, width_multiplier=0.0625,
                                         middle_flow_units=1)
     checkpoint = save_tf1_checkpoint(classifier, str(tmp_path / "tf1" / "model.ckpt"))
+    return [f"train.teacher_checkpoint = '{teacher_dir}'",
+            "train.ema_teacher_decay = 0.0",
+            "train.offline_pseudo_labels = True",
+            f"offline_pseudo_labels.classifier_checkpoint = '{checkpoint}'",
+            "offline_pseudo_labels.crop_size = (17, 17)",
+            "offline_pseudo_labels.min_pixels = 10",
+            f"offline_pseudo_labels.num_shards = {num_shards}"]
 
+
+@pytest.mark.slow
+def test_offline_run_labels_trains_and_reuses(tiny_data, tmp_path, capsys):
+    extra = offline_run_bindings(tiny_data, tmp_path, num_shards=2)
     student_dir = str(tmp_path / "student")
-    extra = [f"train.teacher_checkpoint = '{teacher_dir}'",
-             "train.ema_teacher_decay = 0.0",
-             "train.offline_pseudo_labels = True",
-             f"offline_pseudo_labels.classifier_checkpoint = '{checkpoint}'",
-             "offline_pseudo_labels.crop_size = (17, 17)",
-             "offline_pseudo_labels.min_pixels = 10",
-             "offline_pseudo_labels.num_shards = 2"]
     configure_demo("demo.gin", tiny_data, steps=2, extra=extra)
     result = trainer.train(student_dir)
     assert result["step"] == 2 and result["finished"]
@@ -314,21 +318,9 @@ def test_offline_labels_are_mixed_with_the_strong_views_by_cutmix():
 
 @pytest.mark.slow
 def test_a_second_round_is_labelled_by_the_first_rounds_student(tiny_data, tmp_path, capsys):
+    extra = offline_run_bindings(tiny_data, tmp_path, num_shards=1) + [
+        "offline_pseudo_labels.rounds = 2"]
     teacher_dir = str(tmp_path / "teacher")
-    configure_demo("demo_supervised.gin", tiny_data, steps=1)
-    trainer.train(teacher_dir)
-    gin.clear_config()
-    classifier = build_image_classifier(num_logits=5, width_multiplier=0.0625,
-                                        middle_flow_units=1)
-    checkpoint = save_tf1_checkpoint(classifier, str(tmp_path / "tf1" / "model.ckpt"))
-    extra = [f"train.teacher_checkpoint = '{teacher_dir}'",
-             "train.ema_teacher_decay = 0.0",
-             "train.offline_pseudo_labels = True",
-             f"offline_pseudo_labels.classifier_checkpoint = '{checkpoint}'",
-             "offline_pseudo_labels.crop_size = (17, 17)",
-             "offline_pseudo_labels.min_pixels = 10",
-             "offline_pseudo_labels.num_shards = 1",
-             "offline_pseudo_labels.rounds = 2"]
     student_dir = str(tmp_path / "student")
     configure_demo("demo.gin", tiny_data, steps=2, extra=extra)
     result = trainer.train(student_dir)
