@@ -122,16 +122,19 @@ DUMPED_CONFIG_HEADER = ("# Written by wss from a run's parsed gin config (gin.co
                         "keeps every macro the run set, read or not.\n")
 
 
-def dump_config(path):
+def dump_config(path, config_text=None):
     """Writes the parsed gin config to `path` as a file that `parse_gin` reads back as it was.
 
     Args:
       path: the file to write (a local or `tf.io.gfile` path).
+      config_text: `gin.config_str()` already taken by the caller (default: taken here).
     """
     import tensorflow as tf
 
+    if config_text is None:
+        config_text = gin.config_str()
     with tf.io.gfile.GFile(path, "w") as f:
-        f.write(DUMPED_CONFIG_HEADER + gin.config_str())
+        f.write(DUMPED_CONFIG_HEADER + config_text)
 
 
 def parse_gin(gin_files=(), gin_bindings=(), finalize=True, check_macros=True):

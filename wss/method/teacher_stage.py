@@ -195,7 +195,7 @@ def supervised_teacher(labelled_pattern, labelled_split, init_checkpoint=None, c
 
     def build(directory):
         config_path = os.path.join(directory, "teacher_stage.gin")
-        config_lib.dump_config(config_path)
+        config_lib.dump_config(config_path, config_text)  # The text the key hashed.
         command = ([sys.executable, "-m", "wss.train", f"--gin_file={config_path}",
                     f"--logdir={directory}"]
                    + [f"--gin_bindings={binding}" for binding in TEACHER_OVERRIDES])
