@@ -18,7 +18,7 @@ from tiny_runs import configure_demo, generate_tiny_set
 
 from wss.data import records, splits
 from wss.data.records import IGNORE_LABEL
-from wss.method import object_naming, offline_labels, self_training, teacher_stage
+from wss.method import crop_classifier, object_naming, offline_labels, self_training, teacher_stage
 from wss.method.objective import PseudoSegObjective
 from wss.models import build_image_classifier, save_tf1_checkpoint
 from wss.training import trainer
@@ -123,9 +123,10 @@ def _scene(classes):
 
 def test_crop_namer_renames_an_object_the_teacher_names_wrong():
     # The describer: each crop's mean colour (the crop's centre is the object).
-    namer = object_naming.CropNamer(
-        lambda crops: tf.reduce_mean(crops[:, 3:7, 3:7], axis=[1, 2]).numpy(), 4,
-        crop_size=(10, 10), temperature=0.1, l2=0.1, margin=2.0, min_pixels=4)
+    scorer = crop_classifier.RidgeScorer(
+        lambda crops: tf.reduce_mean(crops[:, 3:7, 3:7], axis=[1, 2]).numpy(), 4, l2=0.1)
+    namer = object_naming.CropNamer(scorer, 4, crop_size=(10, 10), temperature=0.1, margin=2.0,
+                                    min_pixels=4)
     references = [_scene([1, 2, 3]), _scene([3, 2, 1])]
     assert namer.fit(references) == 6
     image, mask = _scene([2, 3, 1])
@@ -137,8 +138,7 @@ def test_crop_namer_renames_an_object_the_teacher_names_wrong():
     labels = namer(image, probabilities)
     np.testing.assert_array_equal(labels, mask)
     with pytest.raises(ValueError, match="offline_pseudo_labels.min_pixels"):
-        object_naming.CropNamer(lambda crops: crops, 4, (10, 10), min_pixels=100).fit(
-            references)
+        object_naming.CropNamer(scorer, 4, (10, 10), min_pixels=100).fit(references)
 
 
 def test_offline_targets_are_one_hot_labels_at_the_logits_resolution():
@@ -183,6 +183,7 @@ def offline_run_bindings(tiny_data, tmp_path, num_shards):
             f"offline_pseudo_labels.classifier_checkpoint = '{checkpoint}'",
             "offline_pseudo_labels.crop_size = (17, 17)",
             "offline_pseudo_labels.min_pixels = 10",
+            "offline_pseudo_labels.fine_tune_steps = 3",
             f"offline_pseudo_labels.num_shards = {num_shards}"]
 
 
@@ -198,14 +199,16 @@ def test_offline_run_labels_trains_and_reuses(tiny_data, tmp_path, capsys):
     summary = result["offline_pseudo_labels"]
     assert summary["num_images"] == 60 and summary["kept_fraction"] == 1.0
     assert summary["reference_objects"] > 0
-    assert "5 classifier logits" in summary["crop_features"]
+    assert "fine-tuned on the labelled objects' crops (3 steps" in summary["crop_features"]
     assert summary["settings"]["offline_crop_size"] == [17, 17]
+    assert summary["settings"]["offline_crop_scorer"] == "fine_tuned"
+    assert summary["settings"]["offline_temperature"] == 1.0
     for key in ("accuracy", "teacher_accuracy", "foreground_accuracy",
                 "teacher_foreground_accuracy"):
         assert 0.0 <= summary[key] <= 1.0, key
     assert "pseudo_labels" not in result  # No online diagnostics against the offline labels.
     out = capsys.readouterr().out
-    assert "objects renamed by 5 classifier logits" in out
+    assert "objects renamed by the classifier of" in out
 
     directory = self_training.pseudo_label_dir(student_dir)
     written = records.read_examples(os.path.join(directory, "train-*.tfrecord"), NUM_CLASSES)
@@ -250,8 +253,10 @@ def test_the_namer_needs_a_crop_size_and_a_classifier(tmp_path):
 def test_the_namer_is_fit_on_the_labelled_objects_or_warns(tiny_data, monkeypatch, capsys):
     from wss.data import pipeline
 
-    monkeypatch.setattr(object_naming, "crop_describer",
-                        lambda checkpoint: (lambda crops: np.asarray(crops).mean((1, 2)), "mean"))
+    def make_scorer():
+        return crop_classifier.RidgeScorer(lambda crops: np.asarray(crops).mean((1, 2)),
+                                           NUM_CLASSES, description="mean")
+
     spec = pipeline.DatasetSpec(os.path.join(tiny_data, "train-*.tfrecord"),
                                 os.path.join(tiny_data, "labelled_1_16.txt"))
     labelled = set(splits.read_split_file(os.path.join(tiny_data, "labelled_1_16.txt")))
@@ -260,14 +265,14 @@ def test_the_namer_is_fit_on_the_labelled_objects_or_warns(tiny_data, monkeypatc
         for example in records.read_examples(os.path.join(tiny_data, "train-*.tfrecord"),
                                              NUM_CLASSES) if example["id"] in labelled)
     assert expected > 0
-    factory = offline_labels._crop_namer_factory(spec, NUM_CLASSES, "ckpt", (9, 9), 0.1, 10.0,
+    factory = offline_labels._crop_namer_factory(spec, NUM_CLASSES, make_scorer, (9, 9), 0.1,
                                                  4.0, 10)
     namer, report = factory()
     assert namer.num_references == report["reference_objects"] == expected
-    assert report["crop_features"] == "mean"
+    assert report["crop_features"] == "a ridge regression (penalty 10) on the mean"
     # No labelled object is large enough: a warning, and the teacher's labels stay.
-    namer, report = offline_labels._crop_namer_factory(spec, NUM_CLASSES, "ckpt", (9, 9), 0.1,
-                                                       10.0, 4.0, 40 * 40 + 1)()
+    namer, report = offline_labels._crop_namer_factory(spec, NUM_CLASSES, make_scorer, (9, 9),
+                                                       0.1, 4.0, 40 * 40 + 1)()
     assert namer is None and report["reference_objects"] == 0
     assert "offline_pseudo_labels.min_pixels" in report["crop_features"]
     assert "WARNING: offline pseudo labels not renamed" in capsys.readouterr().out
@@ -291,7 +296,7 @@ def test_the_command_line_knows_the_offline_bindings():
     code = ("import wss.train\n"
             "from wss import experiment\n"
             "experiment.parse_experiment_config(gin_files=['demo.gin'], gin_bindings=[\n"
-            "    'offline_pseudo_labels.crop_size = (57, 57)', 'crop_describer.output_stride = 32'"
+            "    'offline_pseudo_labels.crop_size = (57, 57)', 'crop_classifier.output_stride = 32'"
             "])\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=False)

@@ -8,21 +8,22 @@ out of its scene. `CropNamer` puts the two together, using only what a semi-supe
 1. a *region* is a connected set (8-connectivity) of the pixels of one foreground class in the
    teacher's argmax (`connected_regions`), of at least `min_pixels` pixels;
 2. each region is cut out as its bounding square plus `margin` pixels (`square_boxes`),
-   resized to the classifier's crop, and described by the classifier's logits (or, for a
-   checkpoint without a classifier, its pooled last-block features);
-3. a ridge regression from the standardised descriptions to the classes (`fit_ridge`), fit
-   on the labelled images' objects (the connected regions of their masks, cut out alike),
-   scores each region;
+   resized to the classifier's crop;
+3. a *crop scorer* (`wss.method.crop_classifier`), fit on the labelled images' objects (the
+   connected regions of their masks, cut out alike), scores each crop's classes: the
+   classifier fine-tuned on those crops (`FineTunedScorer`, the default), or a ridge
+   regression on its frozen logits (`RidgeScorer`, `fit_ridge`);
 4. the region is named by the foreground class with the largest product of the softmax of
    those scores (at `temperature`) and the teacher's mean foreground softmax over the region
    (`rename_regions`); pixels outside regions keep the teacher's argmax.
 
 Measured (benchmarks/RESULTS.md, twenty-ninth session): on the synthetic sets' validation
 objects the teacher names 45.1% / 67.4% right, the ridge regression 54.5% / 69.8%, the product
-58.9% / 74.3%. Used by `wss.method.offline_labels` (`train.offline_pseudo_labels`).
+58.9% / 74.3%; over the unlabelled training images' foreground, the fine-tuned classifier's
+product names 4-6 points more right than the ridge's (thirty-second session). Used by
+`wss.method.offline_labels` (`train.offline_pseudo_labels`).
 """
 
-import gin
 import numpy as np
 import tensorflow as tf
 
@@ -194,35 +195,33 @@ class CropNamer:
     """Renames the regions of a teacher's labels (`fit` on labelled objects, then call).
 
     Args:
-      describe: a function from float32 crops `[N, h, w, 3]` in [0, 255] to features `[N, D]`
-        (`crop_describer`).
+      scorer: a crop scorer (`wss.method.crop_classifier.RidgeScorer` or `FineTunedScorer`):
+        `scorer.fit(crops, classes)` learns from float32 crops `[N, h, w, 3]` in [0, 255] and
+        their class ids, `scorer(crops)` gives class scores `[N, num_classes]` (column 0,
+        background, is not used).
       num_classes: classes including background.
       crop_size: the crops' (height, width): the classifier's training crop.
-      temperature: softmax temperature of the ridge scores.
-      l2: ridge penalty.
+      temperature: softmax temperature of the crop scores.
       margin: pixels around each region's bounding square.
       min_pixels: smaller regions keep the teacher's labels (and smaller labelled objects are
         not references).
     """
 
-    def __init__(self, describe, num_classes, crop_size, temperature=0.1, l2=10.0, margin=4.0,
+    def __init__(self, scorer, num_classes, crop_size, temperature=0.1, margin=4.0,
                  min_pixels=30):
-        self.describe = describe
+        self.scorer = scorer
         self.num_classes = num_classes
         self.crop_size = tuple(crop_size)
         self.temperature = temperature
-        self.l2 = l2
         self.margin = margin
         self.min_pixels = min_pixels
-        self.ridge = None
         self.num_references = 0
 
-    def _features(self, image, regions):
-        crops = crop_regions(image, square_boxes(regions, self.margin), self.crop_size)
-        return np.asarray(self.describe(crops), np.float64)
+    def _crops(self, image, regions):
+        return crop_regions(image, square_boxes(regions, self.margin), self.crop_size)
 
     def fit(self, examples):
-        """Fits the ridge regression on labelled objects.
+        """Fits the scorer on labelled objects.
 
         Args:
           examples: iterable of (image `[H, W, 3]`, mask `[H, W]` with class ids and the
@@ -234,17 +233,17 @@ class CropNamer:
         Raises:
           ValueError: when no labelled object has `min_pixels` pixels or more.
         """
-        features, classes = [], []
+        crops, classes = [], []
         for image, mask in examples:
             regions, region_classes = connected_regions(mask, self.num_classes,
                                                         self.min_pixels)
             if regions:
-                features.append(self._features(image, regions))
+                crops.append(self._crops(image, regions))
                 classes.extend(region_classes)
         if not classes:
             raise ValueError(f"no labelled object of {self.min_pixels} pixels or more to learn "
                              f"the crops' classes from (offline_pseudo_labels.min_pixels)")
-        self.ridge = fit_ridge(np.concatenate(features), classes, self.num_classes, self.l2)
+        self.scorer.fit(tf.concat(crops, axis=0), np.asarray(classes))
         self.num_references = len(classes)
         return self.num_references
 
@@ -261,70 +260,15 @@ class CropNamer:
         Raises:
           RuntimeError: before `fit`.
         """
-        if self.ridge is None:
+        if not self.num_references:
             raise RuntimeError("CropNamer: call fit() on labelled objects first")
         probabilities = np.asarray(probabilities)
         regions, _ = connected_regions(probabilities.argmax(-1), self.num_classes,
                                        self.min_pixels)
         if not regions:
             return probabilities.argmax(-1).astype(np.int32)
-        scores = ridge_scores(self._features(image, regions), self.ridge)
+        scores = np.asarray(self.scorer(self._crops(image, regions)), np.float64)
         return rename_regions(probabilities, regions, scores, self.temperature)
-
-
-@gin.configurable
-def crop_describer(checkpoint, output_stride=32):
-    """The pretrained classifier of `checkpoint` as a function of crops (float32 logits).
-
-    The classifier is `wss.models.build_image_classifier` with its own gin bindings (those the
-    pretraining used: `demo_model.gin` binds the demo's width; by default DeepLab's Xception-65
-    of the ImageNet checkpoints) and as many logits as the checkpoint's `<network>/logits`
-    layer; a checkpoint without one (a segmentation checkpoint) gives the pooled last-block
-    features instead.
-
-    Args:
-      checkpoint: a DeepLab TF1 checkpoint prefix (the run's warm start).
-      output_stride: the classifier's output stride (ImageNet-style 32).
-
-    Returns:
-      (describe: float32 crops `[N, h, w, 3]` -> numpy `[N, D]`, a short description).
-
-    Raises:
-      ValueError: naming the checkpoint when it does not fit this run's backbone.
-    """
-    from wss.models import build_image_classifier, load_deeplab_checkpoint
-    from wss.models.classifier_head import global_pool
-
-    shapes = tf.train.load_checkpoint(checkpoint).get_variable_to_shape_map()
-    probe = build_image_classifier(num_logits=1, output_stride=output_stride)
-    bias_name = next(name for variable, name in probe.tf1_variable_table()
-                     if name.endswith("logits/biases"))
-    with_logits = bias_name in shapes
-    classifier = probe
-    if with_logits:
-        classifier = build_image_classifier(num_logits=int(shapes[bias_name][-1]),
-                                            output_stride=output_stride)
-    try:
-        load_deeplab_checkpoint(classifier, checkpoint, skip_last_layer=not with_logits)
-    except ValueError as error:
-        raise ValueError(f"{checkpoint}: the crop classifier of the offline pseudo labels "
-                         f"(build_image_classifier's bindings, as in the pretraining) cannot "
-                         f"load it: {error}") from error
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    def describe_batch(crops):
-        outputs = classifier(crops, training=False)
-        if with_logits:
-            return tf.cast(outputs["logits"], tf.float32)
-        return tf.cast(global_pool(outputs["features"]["final"])[:, 0, 0, :], tf.float32)
-
-    def describe(crops):
-        return np.concatenate([describe_batch(crops[i:i + 256]).numpy()
-                               for i in range(0, int(crops.shape[0]), 256)])
-
-    kind = (f"{shapes[bias_name][-1]} classifier logits" if with_logits
-            else "pooled backbone features")
-    return describe, f"{kind} of {checkpoint}"
 
 
 def check_settings(crop_size, temperature, l2, margin, min_pixels):

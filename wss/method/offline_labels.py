@@ -4,9 +4,9 @@ With `train.offline_pseudo_labels = True` (semi mode; `demo.gin`) a run does not
 pseudo labels online from the weak view. Before it trains, its supervised teacher
 (`train.teacher_checkpoint`, e.g. `@supervised_teacher`, `wss.method.teacher_stage`) predicts
 every unlabelled image once at full resolution, averaged with its mirror image, and each of its
-objects is renamed by the pretrained classifier's view of its crop
-(`wss.method.object_naming.CropNamer`, fit on the labelled images' objects; the classifier is
-the run's warm start, `train.init_checkpoint`). The labels are written into
+objects is renamed by what the pretrained classifier (the run's warm start,
+`train.init_checkpoint`), fine-tuned on the labelled images' objects, sees in its crop
+(`wss.method.object_naming.CropNamer`, `wss.method.crop_classifier`). The labels are written into
 `LOGDIR/pseudo_labels/` as the self-training baseline's are (`wss.method.self_training`: the
 unlabelled images' bytes with the labels as their masks, a completion marker, reuse on resume),
 and the unlabelled stream reads them: each step trains L_u on the strong view (colour jitter and
@@ -30,6 +30,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import gin
 import tensorflow as tf
@@ -37,7 +38,7 @@ from absl import logging
 
 from wss import config as config_lib
 from wss import run_files
-from wss.method import object_naming, self_training
+from wss.method import crop_classifier, object_naming, self_training
 
 # The gin config an earlier round is trained with, written into its directory.
 ROUND_CONFIG_FILENAME = "round.gin"
@@ -103,24 +104,45 @@ def train_earlier_round(logdir, rounds):
     return directory
 
 
-def _crop_namer_factory(labelled_spec, num_classes, classifier_checkpoint, crop_size,
-                        temperature, l2, margin, min_pixels):
+def _make_scorer(crop_scorer, classifier_checkpoint, num_classes, l2, fine_tune_steps,
+                 fine_tune_learning_rate, fine_tune_seed):
+    """The `crop_classifier` scorer named by `offline_pseudo_labels.crop_scorer`."""
+    if crop_scorer == "ridge":
+        describe, description = crop_classifier.crop_describer(classifier_checkpoint)
+        return crop_classifier.RidgeScorer(describe, num_classes, l2, description)
+    return crop_classifier.FineTunedScorer(classifier_checkpoint, num_classes,
+                                           steps=fine_tune_steps,
+                                           learning_rate=fine_tune_learning_rate,
+                                           seed=fine_tune_seed)
+
+
+def _crop_namer_factory(labelled_spec, num_classes, make_scorer, crop_size, temperature,
+                        margin, min_pixels):
     """A `relabel_factory` for `self_training.prepare_pseudo_labels`: fits a `CropNamer`.
 
-    When the labelled images hold no object of `min_pixels` pixels the factory warns and gives
-    no renaming (the teacher's labels are kept; the marker says so under `crop_features`).
+    Args:
+      labelled_spec: the labelled images (their objects are the references).
+      num_classes: classes including background.
+      make_scorer: a function without arguments returning the crop scorer to fit.
+      crop_size, temperature, margin, min_pixels: as `prepare_offline_labels`'s.
+
+    Returns:
+      A function without arguments returning `(namer, report)`. When the labelled images hold
+      no object of `min_pixels` pixels it warns and gives no renaming (the teacher's labels
+      are kept; the report says so under `crop_features`).
     """
 
     def factory():
         from wss.data import pipeline
 
-        describe, description = object_naming.crop_describer(classifier_checkpoint)
-        namer = object_naming.CropNamer(describe, num_classes, crop_size, temperature, l2,
-                                        margin, min_pixels)
+        scorer = make_scorer()
+        namer = object_naming.CropNamer(scorer, num_classes, crop_size, temperature, margin,
+                                        min_pixels)
         examples = ((batch["image"][0].numpy(), batch["label"][0].numpy())
                     for batch in pipeline.eval_dataset(labelled_spec, num_classes=num_classes,
                                                        batch_size=1)
                     if bool(batch["has_mask"][0]))
+        start = time.time()
         try:
             count = namer.fit(examples)
         except ValueError as error:  # No labelled object to learn from: the teacher's labels.
@@ -128,9 +150,9 @@ def _crop_namer_factory(labelled_spec, num_classes, classifier_checkpoint, crop_
                             "are", error)
             print(f"WARNING: offline pseudo labels not renamed: {error}", flush=True)
             return None, {"reference_objects": 0, "crop_features": f"none ({error})"}
-        print(f"Offline pseudo labels: objects renamed by {description}, learnt from {count} "
-              f"labelled objects", flush=True)
-        return namer, {"reference_objects": count, "crop_features": description}
+        print(f"Offline pseudo labels: objects renamed by {scorer.description}, learnt from "
+              f"{count} labelled objects in {time.time() - start:.0f} s", flush=True)
+        return namer, {"reference_objects": count, "crop_features": scorer.description}
 
     return factory
 
@@ -142,8 +164,9 @@ def _crop_namer_factory(labelled_spec, num_classes, classifier_checkpoint, crop_
 def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabelled_spec,
                            num_classes, init_checkpoint=None, chief=True, logdir=None, rounds=1,
                            rename_objects=True, classifier_checkpoint=None, crop_size=None,
-                           temperature=0.1, l2=10.0, margin=4.0, min_pixels=30, flip=True,
-                           num_shards=4, wait_secs=7200):
+                           crop_scorer="fine_tuned", temperature=None, l2=10.0,
+                           fine_tune_steps=300, fine_tune_learning_rate=3e-4, fine_tune_seed=0,
+                           margin=4.0, min_pixels=30, flip=True, num_shards=4, wait_secs=7200):
     """Makes the offline pseudo labels of a semi run once, or reuses them.
 
     Args:
@@ -163,8 +186,15 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
       classifier_checkpoint: the crop classifier's TF1 checkpoint (default: `init_checkpoint`).
       crop_size: the crops' (height, width): the classifier's training crop (`demo.gin`: 57,
         `pretrain_demo.gin`'s). Required with `rename_objects`.
-      temperature: softmax temperature of the crops' class scores.
-      l2: ridge penalty of the crops' regression.
+      crop_scorer: how a crop's classes are scored (`wss.method.crop_classifier`):
+        'fine_tuned' (the classifier fine-tuned on the labelled objects' crops) or 'ridge' (a
+        ridge regression on the frozen classifier's logits, the rule before 2026-12-06).
+      temperature: softmax temperature of the crops' class scores (None: 1.0 for
+        'fine_tuned', whose scores are logits, 0.1 for 'ridge', whose scores are near 0 / 1).
+      l2: ridge penalty of the crops' regression ('ridge').
+      fine_tune_steps: Adam steps of the fine-tuning ('fine_tuned'; batches of 32 crops).
+      fine_tune_learning_rate: its constant rate.
+      fine_tune_seed: seeds the crops it draws and their augmentation.
       margin: pixels around each object's bounding square.
       min_pixels: smaller objects keep the teacher's labels and are not references.
       flip: average the teacher's softmax with that of the mirror image.
@@ -207,15 +237,37 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
         if crop_size is None:
             raise ValueError("offline_pseudo_labels.crop_size: bind the crop the classifier "
                              "was trained on (pretrain_demo.gin: (57, 57))")
+        config_lib.check_choice("offline_pseudo_labels.crop_scorer", crop_scorer,
+                                ("fine_tuned", "ridge"))
+        if temperature is None:
+            temperature = 1.0 if crop_scorer == "fine_tuned" else 0.1
         object_naming.check_settings(crop_size, temperature, l2, margin, min_pixels)
+        scorer_settings = {"offline_l2": float(l2)}
+        if crop_scorer == "fine_tuned":
+            config_lib.check_int("offline_pseudo_labels.fine_tune_steps", fine_tune_steps,
+                                 minimum=1)
+            config_lib.check_number("offline_pseudo_labels.fine_tune_learning_rate",
+                                    fine_tune_learning_rate, minimum=0.0,
+                                    exclusive_minimum=True)
+            config_lib.check_int("offline_pseudo_labels.fine_tune_seed", fine_tune_seed)
+            scorer_settings = {"offline_fine_tune_steps": int(fine_tune_steps),
+                               "offline_fine_tune_learning_rate": float(fine_tune_learning_rate),
+                               "offline_fine_tune_seed": int(fine_tune_seed)}
+        settings.update(scorer_settings)
         settings.update({
+            "offline_crop_scorer": crop_scorer,
             "offline_classifier": os.path.abspath(classifier_checkpoint)
             if "://" not in classifier_checkpoint else classifier_checkpoint,
             "offline_crop_size": [int(side) for side in crop_size],
-            "offline_temperature": float(temperature), "offline_l2": float(l2),
+            "offline_temperature": float(temperature),
             "offline_margin": float(margin), "offline_min_pixels": int(min_pixels)})
-        factory = _crop_namer_factory(labelled_spec, num_classes, classifier_checkpoint,
-                                      crop_size, temperature, l2, margin, min_pixels)
+
+        def make_scorer():
+            return _make_scorer(crop_scorer, classifier_checkpoint, num_classes, l2,
+                                fine_tune_steps, fine_tune_learning_rate, fine_tune_seed)
+
+        factory = _crop_namer_factory(labelled_spec, num_classes, make_scorer, crop_size,
+                                      temperature, margin, min_pixels)
     return self_training.prepare_pseudo_labels(
         output_dir, teacher_checkpoint, unlabelled_spec, num_classes, chief=chief,
         threshold=0.0, scales=(1.0,), flip=flip, num_shards=num_shards, wait_secs=wait_secs,

@@ -50,7 +50,7 @@ TEACHER_OVERRIDES = (
 # not listed here is in the key (so an unlisted one that does not matter only costs a retrain).
 _KEY_IGNORES_CONFIGURABLES = frozenset({
     "PseudoLabelConfig", "StrongViewConfig", "unlabelled_dataset", "after_training",
-    "evaluate_checkpoint", "offline_pseudo_labels", "crop_describer"})
+    "evaluate_checkpoint", "offline_pseudo_labels", "crop_classifier"})
 _KEY_IGNORES_SCOPES = frozenset({"unlabelled", "unlabelled_split", "val"})
 _KEY_IGNORES_PARAMETERS = frozenset({
     ("train", "unlabelled_batch_size"), ("train", "unlabelled_pattern"),
