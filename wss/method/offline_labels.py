@@ -188,7 +188,8 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
         `pretrain_demo.gin`'s). Required with `rename_objects`.
       crop_scorer: how a crop's classes are scored (`wss.method.crop_classifier`):
         'fine_tuned' (the classifier fine-tuned on the labelled objects' crops) or 'ridge' (a
-        ridge regression on the frozen classifier's logits, the rule before 2026-12-06).
+        ridge regression on the frozen classifier's logits, demo.gin's rule until the
+        thirty-second session).
       temperature: softmax temperature of the crops' class scores (None: 1.0 for
         'fine_tuned', whose scores are logits, 0.1 for 'ridge', whose scores are near 0 / 1).
       l2: ridge penalty of the crops' regression ('ridge').
