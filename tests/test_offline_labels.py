@@ -106,6 +106,25 @@ def test_rename_regions_takes_the_product_of_crop_and_teacher():
     np.testing.assert_array_equal(labels, [[1, 1, 0, 0], [1, 1, 0, 0]])
 
 
+def test_rename_regions_leaves_unsure_regions_unnamed():
+    probabilities = np.zeros((2, 4, 3))
+    probabilities[:, :2] = [0.1, 0.6, 0.3]
+    probabilities[:, 2:] = [0.8, 0.1, 0.1]
+    region = np.zeros((2, 4), bool)
+    region[:, :2] = True
+    scores = [[9.0, 0.3, 0.5]]
+    crop = np.exp([3.0, 5.0]) / np.exp([3.0, 5.0]).sum()
+    product = np.array([0.6, 0.3]) * crop
+    posterior = product.max() / product.sum()  # Of class 2, about 0.787.
+    named = object_naming.rename_regions(probabilities, [region], scores, 0.1,
+                                         min_confidence=posterior - 1e-6)
+    np.testing.assert_array_equal(named, [[2, 2, 0, 0], [2, 2, 0, 0]])
+    unnamed = object_naming.rename_regions(probabilities, [region], scores, 0.1,
+                                           min_confidence=posterior + 1e-6)
+    ignore = object_naming.IGNORE_LABEL
+    np.testing.assert_array_equal(unnamed, [[ignore, ignore, 0, 0], [ignore, ignore, 0, 0]])
+
+
 COLOURS = {1: (255, 0, 0), 2: (0, 255, 0), 3: (0, 0, 255)}
 
 
@@ -226,6 +245,19 @@ def test_offline_run_labels_trains_and_reuses(tiny_data, tmp_path, capsys):
     configure_demo("demo.gin", tiny_data, steps=3,
               extra=extra + ["offline_pseudo_labels.temperature = 0.5"])
     with pytest.raises(ValueError, match="offline_temperature"):
+        trainer.train(student_dir)
+    gin.clear_config()
+    configure_demo("demo.gin", tiny_data, steps=3,
+                   extra=extra + ["offline_pseudo_labels.min_confidence = 1.5"])
+    with pytest.raises(ValueError, match="offline_pseudo_labels.min_confidence=1.5"):
+        trainer.train(student_dir)
+
+    # The setting is recorded only when set (labels made before it existed still match).
+    assert "offline_min_confidence" not in summary["settings"]
+    gin.clear_config()
+    configure_demo("demo.gin", tiny_data, steps=3,
+                   extra=extra + ["offline_pseudo_labels.min_confidence = 0.9"])
+    with pytest.raises(ValueError, match="offline_min_confidence"):
         trainer.train(student_dir)
 
 

@@ -127,6 +127,36 @@ def test_writer_keeps_exactly_the_confident_pixels_in_readable_records(tiny_data
     assert batch["label"].shape == (4, 33, 33)
 
 
+def test_pixels_a_relabel_leaves_unnamed_are_not_kept_and_not_named_right(tiny_data, tmp_path):
+    teacher = LinearTeacher()
+    spec = unlabelled_spec(tiny_data)
+
+    def relabel(image, probabilities):  # The left half unnamed, the right half class 1.
+        labels = np.ones(probabilities.shape[:2], np.int32)
+        labels[:, :labels.shape[1] // 2] = IGNORE_LABEL
+        return labels
+
+    summary = self_training.write_pseudo_labels(teacher, spec, NUM_CLASSES, str(tmp_path),
+                                                threshold=0.0, num_shards=1, relabel=relabel)
+    written = records.read_examples(os.path.join(str(tmp_path), "train-*.tfrecord"),
+                                    NUM_CLASSES)
+    originals = {ex["id"]: ex for ex in records.read_examples(
+        os.path.join(tiny_data, "train-*.tfrecord"), NUM_CLASSES)}
+    kept = pixels = foreground = right = 0
+    for ex in written:
+        left = ex["label"].shape[1] // 2
+        assert np.all(ex["label"][:, :left] == IGNORE_LABEL) and np.all(ex["label"][:, left:] == 1)
+        kept += int((ex["label"] != IGNORE_LABEL).sum())
+        pixels += ex["label"].size
+        truth = originals[ex["id"]]["label"]
+        known_foreground = (truth != IGNORE_LABEL) & (truth > 0)
+        foreground += int(known_foreground.sum())
+        right += int((known_foreground & (ex["label"] == truth)).sum())
+    assert summary["kept_pixels"] == kept < pixels
+    # Over all of the foreground, the unnamed half included: unnamed pixels are not right.
+    assert summary["foreground_accuracy"] == pytest.approx(right / foreground)
+
+
 def test_labels_are_made_once_reused_and_redone_after_an_interrupted_write(
         tiny_data, tmp_path, monkeypatch, capsys):
     loads = []

@@ -15,7 +15,9 @@ out of its scene. `CropNamer` puts the two together, using only what a semi-supe
    regression on its frozen logits (`RidgeScorer`, `fit_ridge`);
 4. the region is named by the foreground class with the largest product of the softmax of
    those scores (at `temperature`) and the teacher's mean foreground softmax over the region
-   (`rename_regions`); pixels outside regions keep the teacher's argmax.
+   (`rename_regions`); pixels outside regions keep the teacher's argmax. With `min_confidence`
+   a region whose normalised product (the posterior of its name) is below it gets the ignore
+   label instead: the student does not learn from it.
 
 Measured (benchmarks/RESULTS.md, twenty-ninth session): on the synthetic sets' validation
 objects the teacher names 45.1% / 67.4% right, the ridge regression 54.5% / 69.8%, the product
@@ -28,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from wss import config as config_lib
+from wss.data.records import IGNORE_LABEL
 
 # The 8 neighbours of a pixel (8-connectivity).
 _NEIGHBOURS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx)
@@ -168,7 +171,7 @@ def ridge_scores(features, ridge):
     return design @ weights
 
 
-def rename_regions(probabilities, regions, scores, temperature):
+def rename_regions(probabilities, regions, scores, temperature, min_confidence=0.0):
     """The teacher's argmax with each region renamed (step 4 of the module docstring).
 
     Args:
@@ -176,6 +179,9 @@ def rename_regions(probabilities, regions, scores, temperature):
       regions: boolean `[H, W]` masks.
       scores: float `[len(regions), C]` crop scores (column 0, background, is not used).
       temperature: softmax temperature of the foreground scores.
+      min_confidence: a region whose name has a posterior (the product of the crop's and the
+        teacher's foreground softmaxes, normalised over the foreground classes) below this gets
+        `IGNORE_LABEL`; 0 names every region.
 
     Returns:
       int32 `[H, W]` labels.
@@ -186,8 +192,12 @@ def rename_regions(probabilities, regions, scores, temperature):
         logits = np.asarray(score[1:], np.float64) / temperature
         crop = np.exp(logits - logits.max())
         crop /= crop.sum()
-        teacher = probabilities[region][:, 1:].mean(0)
-        labels[region] = 1 + int(np.argmax(teacher * crop))
+        teacher = np.asarray(probabilities[region][:, 1:].mean(0), np.float64)
+        product = teacher * crop
+        total = product.sum()
+        posterior = product / total if total > 0 else np.full_like(product, 1 / len(product))
+        name = int(np.argmax(posterior))
+        labels[region] = 1 + name if posterior[name] >= min_confidence else IGNORE_LABEL
     return labels
 
 
@@ -205,16 +215,19 @@ class CropNamer:
       margin: pixels around each region's bounding square.
       min_pixels: smaller regions keep the teacher's labels (and smaller labelled objects are
         not references).
+      min_confidence: regions whose name's posterior is below this get the ignore label
+        (`rename_regions`).
     """
 
     def __init__(self, scorer, num_classes, crop_size, temperature=0.1, margin=4.0,
-                 min_pixels=30):
+                 min_pixels=30, min_confidence=0.0):
         self.scorer = scorer
         self.num_classes = num_classes
         self.crop_size = tuple(crop_size)
         self.temperature = temperature
         self.margin = margin
         self.min_pixels = min_pixels
+        self.min_confidence = min_confidence
         self.num_references = 0
 
     def _crops(self, image, regions):
@@ -255,7 +268,8 @@ class CropNamer:
           probabilities: float `[H, W, C]` teacher softmax of the image.
 
         Returns:
-          int32 `[H, W]` labels.
+          int32 `[H, W]` labels (`IGNORE_LABEL` where a region's name is below
+          `min_confidence`).
 
         Raises:
           RuntimeError: before `fit`.
@@ -268,10 +282,11 @@ class CropNamer:
         if not regions:
             return probabilities.argmax(-1).astype(np.int32)
         scores = np.asarray(self.scorer(self._crops(image, regions)), np.float64)
-        return rename_regions(probabilities, regions, scores, self.temperature)
+        return rename_regions(probabilities, regions, scores, self.temperature,
+                              self.min_confidence)
 
 
-def check_settings(crop_size, temperature, l2, margin, min_pixels):
+def check_settings(crop_size, temperature, l2, margin, min_pixels, min_confidence=0.0):
     """Fails naming the `offline_pseudo_labels` binding whose value is out of range."""
     config_lib.check_size("offline_pseudo_labels.crop_size", crop_size, minimum=8)
     config_lib.check_number("offline_pseudo_labels.temperature", temperature, minimum=0.0,
@@ -279,3 +294,5 @@ def check_settings(crop_size, temperature, l2, margin, min_pixels):
     config_lib.check_number("offline_pseudo_labels.l2", l2, minimum=0.0, exclusive_minimum=True)
     config_lib.check_number("offline_pseudo_labels.margin", margin, minimum=0.0)
     config_lib.check_int("offline_pseudo_labels.min_pixels", min_pixels, minimum=1)
+    config_lib.check_number("offline_pseudo_labels.min_confidence", min_confidence, minimum=0.0,
+                            maximum=1.0)

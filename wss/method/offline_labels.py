@@ -117,14 +117,15 @@ def _make_scorer(crop_scorer, classifier_checkpoint, num_classes, l2, fine_tune_
 
 
 def _crop_namer_factory(labelled_spec, num_classes, make_scorer, crop_size, temperature,
-                        margin, min_pixels):
+                        margin, min_pixels, min_confidence=0.0):
     """A `relabel_factory` for `self_training.prepare_pseudo_labels`: fits a `CropNamer`.
 
     Args:
       labelled_spec: the labelled images (their objects are the references).
       num_classes: classes including background.
       make_scorer: a function without arguments returning the crop scorer to fit.
-      crop_size, temperature, margin, min_pixels: as `prepare_offline_labels`'s.
+      crop_size, temperature, margin, min_pixels, min_confidence: as
+        `prepare_offline_labels`'s.
 
     Returns:
       A function without arguments returning `(namer, report)`. When the labelled images hold
@@ -137,7 +138,7 @@ def _crop_namer_factory(labelled_spec, num_classes, make_scorer, crop_size, temp
 
         scorer = make_scorer()
         namer = object_naming.CropNamer(scorer, num_classes, crop_size, temperature, margin,
-                                        min_pixels)
+                                        min_pixels, min_confidence)
         examples = ((batch["image"][0].numpy(), batch["label"][0].numpy())
                     for batch in pipeline.eval_dataset(labelled_spec, num_classes=num_classes,
                                                        batch_size=1)
@@ -166,7 +167,8 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
                            rename_objects=True, classifier_checkpoint=None, crop_size=None,
                            crop_scorer="fine_tuned", temperature=None, l2=10.0,
                            fine_tune_steps=300, fine_tune_learning_rate=3e-4, fine_tune_seed=0,
-                           margin=4.0, min_pixels=30, flip=True, num_shards=4, wait_secs=7200):
+                           margin=4.0, min_pixels=30, min_confidence=0.0, flip=True, num_shards=4,
+                           wait_secs=7200):
     """Makes the offline pseudo labels of a semi run once, or reuses them.
 
     Args:
@@ -198,6 +200,9 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
       fine_tune_seed: seeds the crops it draws and their augmentation.
       margin: pixels around each object's bounding square.
       min_pixels: smaller objects keep the teacher's labels and are not references.
+      min_confidence: an object whose name's posterior (the normalised product of the crop's
+        and the teacher's foreground softmaxes) is below this gets the ignore label, so the
+        student does not learn from it; 0 (the default) names every object.
       flip: average the teacher's softmax with that of the mirror image.
       num_shards: record files.
       wait_secs: how long a non-chief worker waits for the chief's labels.
@@ -242,7 +247,8 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
                                 ("fine_tuned", "ridge"))
         if temperature is None:
             temperature = 1.0 if crop_scorer == "fine_tuned" else 0.1
-        object_naming.check_settings(crop_size, temperature, l2, margin, min_pixels)
+        object_naming.check_settings(crop_size, temperature, l2, margin, min_pixels,
+                                     min_confidence)
         scorer_settings = {"offline_l2": float(l2)}
         if crop_scorer == "fine_tuned":
             config_lib.check_int("offline_pseudo_labels.fine_tune_steps", fine_tune_steps,
@@ -262,13 +268,15 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
             "offline_crop_size": [int(side) for side in crop_size],
             "offline_temperature": float(temperature),
             "offline_margin": float(margin), "offline_min_pixels": int(min_pixels)})
+        if min_confidence:  # Only when set, so labels made before the setting still match.
+            settings["offline_min_confidence"] = float(min_confidence)
 
         def make_scorer():
             return _make_scorer(crop_scorer, classifier_checkpoint, num_classes, l2,
                                 fine_tune_steps, fine_tune_learning_rate, fine_tune_seed)
 
         factory = _crop_namer_factory(labelled_spec, num_classes, make_scorer, crop_size,
-                                      temperature, margin, min_pixels)
+                                      temperature, margin, min_pixels, min_confidence)
     return self_training.prepare_pseudo_labels(
         output_dir, teacher_checkpoint, unlabelled_spec, num_classes, chief=chief,
         threshold=0.0, scales=(1.0,), flip=flip, num_shards=num_shards, wait_secs=wait_secs,

@@ -145,11 +145,12 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
                                    f"{filename!r}")
             labels, keep, probabilities = predict(batch["image"])
             labels, keep = labels[0].numpy(), keep[0].numpy()
-            teacher_labels = labels
+            teacher_labels, teacher_keep = labels, keep
             if relabel is not None:
                 teacher_labels = np.where(keep, labels, IGNORE_LABEL)
                 renamed = relabel(batch["image"][0].numpy(), probabilities[0].numpy())
                 labels = np.where(keep, renamed, IGNORE_LABEL).astype(labels.dtype)
+                keep = labels != IGNORE_LABEL  # The renaming may leave regions unnamed.
             counts["num_images"] += 1
             counts["num_pixels"] += keep.size
             counts["kept_pixels"] += int(keep.sum())
@@ -160,7 +161,8 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
                 counts["correct_pixels"] += int((labels[scored] == truth[scored]).sum())
                 counts["teacher_correct_pixels"] += int(
                     (teacher_labels[scored] == truth[scored]).sum())
-                foreground = scored & (truth > 0)
+                # Over the teacher's kept foreground, so unnamed regions count as not right.
+                foreground = teacher_keep & (truth != IGNORE_LABEL) & (truth > 0)
                 counts["foreground_pixels"] += int(foreground.sum())
                 counts["foreground_correct"] += int(
                     (labels[foreground] == truth[foreground]).sum())
