@@ -355,13 +355,15 @@ def test_offline_labels_are_mixed_with_the_strong_views_by_cutmix():
 
 @pytest.mark.slow
 def test_a_second_round_is_labelled_by_the_first_rounds_student(tiny_data, tmp_path, capsys):
+    """Two rounds as demo.gin trains them: each its own steps, the second continuing the first."""
     extra = offline_run_bindings(tiny_data, tmp_path, num_shards=1) + [
-        "offline_pseudo_labels.rounds = 2"]
+        "offline_pseudo_labels.rounds = 2", "offline_pseudo_labels.step_shares = (2, 1)",
+        "offline_pseudo_labels.continue_rounds = True"]
     teacher_dir = str(tmp_path / "teacher")
     student_dir = str(tmp_path / "student")
-    configure_demo("demo.gin", tiny_data, steps=2, extra=extra)
+    configure_demo("demo.gin", tiny_data, steps=3, extra=extra)
     result = trainer.train(student_dir)
-    assert result["finished"] and result["step"] == 2
+    assert result["finished"] and result["step"] == 1  # Its share of train.num_steps.
     round_1 = offline_labels.round_dir(student_dir, 1)
     assert result["offline_pseudo_labels"]["settings"]["teacher_checkpoint"] == round_1
     with open(os.path.join(round_1, "train_result.json")) as f:
@@ -370,14 +372,20 @@ def test_a_second_round_is_labelled_by_the_first_rounds_student(tiny_data, tmp_p
     assert first["finished"] and first["step"] == 2
     assert first["offline_pseudo_labels"]["settings"]["teacher_checkpoint"] == teacher_dir
     assert not os.path.exists(offline_labels.round_dir(round_1, 1))
-    assert "training round 1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "training round 1" in out and "round 2 of 2, 1 steps" in out
+    # Round 2 starts from round 1's final weights, not from the warm start.
+    assert f"Started from every weight of {os.path.join(round_1, 'ckpt-2')}" in out
+    assert "Warm start from" not in out  # (Round 1's own output is its subprocess's.)
 
-    # Resumed: the labels are complete, so round 1 is neither trained nor read again.
+    # Resumed: the labels are complete, so round 1 is neither trained nor read again, and the
+    # run restores its own checkpoint, not round 1's.
     gin.clear_config()
-    configure_demo("demo.gin", tiny_data, steps=2, extra=extra)
+    configure_demo("demo.gin", tiny_data, steps=3, extra=extra)
     trainer.train(student_dir)
     out = capsys.readouterr().out
     assert "Reusing the pseudo labels" in out and "training round 1" not in out
+    assert "Resumed from" in out and "Started from every weight" not in out
 
 
 def test_a_finished_round_is_reused_and_rounds_are_checked(tmp_path, monkeypatch):
@@ -410,6 +418,54 @@ def test_a_finished_round_is_reused_and_rounds_are_checked(tmp_path, monkeypatch
             offline_labels.prepare_offline_labels(
                 str(tmp_path / "labels"), "teacher", None, None, 3, init_checkpoint="ckpt",
                 chief=chief, logdir=logdir, rounds=rounds, crop_size=(9, 9))
+
+
+def test_round_plan_reads_the_round_bindings(tmp_path):
+    logdir = str(tmp_path)
+    assert offline_labels.round_plan(1500, logdir) == (1, 1500, None, None)
+    gin.parse_config(["offline_pseudo_labels.rounds = 2",
+                      "offline_pseudo_labels.step_shares = (2, 1)"])
+    # train.num_steps split 2 : 1; without continue_rounds a round starts from the warm start.
+    assert offline_labels.round_plan(1500, logdir) == (2, 500, None, (1000, 500))
+    gin.parse_config(["offline_pseudo_labels.continue_rounds = True"])
+    assert offline_labels.round_plan(1500, logdir) == (
+        2, 500, offline_labels.round_dir(logdir, 1), (1000, 500))
+    assert offline_labels.round_plan(5, logdir).round_steps == (3, 2)  # Rounded, adding up.
+    gin.parse_config(["offline_pseudo_labels.rounds = 1"])
+    with pytest.raises(ValueError, match=r"step_shares=\(2, 1\) gives 2 entries .*rounds = 1"):
+        offline_labels.round_plan(1500, logdir)
+    gin.parse_config(["offline_pseudo_labels.step_shares = None",
+                      "offline_pseudo_labels.round_steps = (700,)"])
+    assert offline_labels.round_plan(1500, logdir) == (1, 700, None, (700,))  # Never continues.
+    for bindings, match in (
+            (["round_steps = (0,)"], "offline_pseudo_labels.round_steps=0"),
+            (["round_steps = 1000"], "one entry per round"),
+            (["step_shares = (1, 0)", "rounds = 2"], "offline_pseudo_labels.step_shares=0"),
+            (["step_shares = (1, 1)", "round_steps = (1, 1)", "rounds = 2"], "bind one of"),
+            (["step_shares = (100, 1)", "rounds = 2"], "a round without a step"),
+            (["continue_rounds = 'yes'"], "offline_pseudo_labels.continue_rounds")):
+        gin.clear_config()
+        gin.parse_config([f"offline_pseudo_labels.{binding}" for binding in bindings])
+        with pytest.raises(ValueError, match=match):
+            offline_labels.round_plan(10, logdir)
+    gin.clear_config()
+
+
+def test_an_earlier_round_gets_its_own_steps(tmp_path, monkeypatch):
+    commands = []
+
+    def run(command, check):
+        commands.append(command)
+        round_1 = offline_labels.round_dir(str(tmp_path), 1)
+        with open(os.path.join(round_1, "train_result.json"), "w") as f:
+            json.dump({"finished": True, "step": 1000}, f)
+        return subprocess_result(0)
+
+    monkeypatch.setattr(offline_labels.subprocess, "run", run)
+    offline_labels.train_earlier_round(str(tmp_path), 2, round_steps=(1000, 500))
+    assert "--gin_bindings=offline_pseudo_labels.rounds = 1" in commands[0]
+    assert "--gin_bindings=offline_pseudo_labels.round_steps = (1000,)" in commands[0]
+    assert "--gin_bindings=offline_pseudo_labels.step_shares = None" in commands[0]
 
 
 def subprocess_result(returncode):

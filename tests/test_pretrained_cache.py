@@ -88,7 +88,7 @@ def test_failed_pretraining_leaves_no_entry(tmp_path, monkeypatch):
 
 def test_a_function_init_checkpoint_is_called_only_to_warm_start(monkeypatch):
     """`train.init_checkpoint = @pretrained_checkpoint`: pretrain when warm-starting, not on
-    resume."""
+    resume nor when the task starts from an earlier run."""
     calls = []
 
     def init_checkpoint():
@@ -97,6 +97,10 @@ def test_a_function_init_checkpoint_is_called_only_to_warm_start(monkeypatch):
 
     class FakeTask:
         warm_started_from = None
+        earlier_run = None  # What `start_from_run` restores (a later round of offline labels).
+
+        def start_from_run(self):
+            return self.earlier_run
 
         def warm_start(self, path):
             self.warm_started_from = path
@@ -114,6 +118,12 @@ def test_a_function_init_checkpoint_is_called_only_to_warm_start(monkeypatch):
     loop._restore_or_warm_start(task, None, "logdir/ckpt-7", None, init_checkpoint, "logdir")
     assert restored == ["logdir/ckpt-7"] and calls == ["called"]  # Not called again.
     assert task.warm_started_from is None
+
+    # A task that starts from an earlier run's weights is not warm-started (nor pretrained).
+    task = FakeTask()
+    task.earlier_run = "logdir/round_1/ckpt-1000"
+    loop._restore_or_warm_start(task, None, None, None, init_checkpoint, "logdir")
+    assert task.warm_started_from is None and calls == ["called"]
 
 
 def test_a_bad_init_checkpoint_binding_is_named():

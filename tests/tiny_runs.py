@@ -83,6 +83,10 @@ def tiny_demo_bindings(data_dir, steps, extra=()):
             "build_image_classifier.middle_flow_units = 1",
             "make_strategy.devices = ['/cpu:0']",
             "after_training.export = False",
+            # One round of offline labels, `steps` long (tests of rounds bind their own).
+            "offline_pseudo_labels.rounds = 1",
+            "offline_pseudo_labels.step_shares = None",
+            "offline_pseudo_labels.continue_rounds = False",
             *extra]
 
 

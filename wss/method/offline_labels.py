@@ -18,7 +18,12 @@ With `offline_pseudo_labels.rounds = N > 1` the teacher of the labels is round N
 same run instead: this run's config with `rounds = N - 1`, trained first (in a `python -m
 wss.train` subprocess, as the supervised teacher stage is) into `LOGDIR/round_<N-1>` and reused
 once it has finished. Round 1 is labelled by `train.teacher_checkpoint`. Each round's student
-starts from `train.init_checkpoint` again; only its labels come from the round before.
+starts from `train.init_checkpoint` again and trains `train.num_steps`; only its labels come from
+the round before. `offline_pseudo_labels.round_steps` gives each round its own number of steps
+(its own poly schedule), and `offline_pseudo_labels.continue_rounds = True` starts each round
+after the first from the final weights of the round before instead (all of them, logits
+included; a fresh optimizer): `demo.gin` trains round 1 for 1000 steps, relabels with it, and
+continues for 500, the steps of one round split over two.
 
 Why (benchmarks/RESULTS.md, twenty-ninth to thirty-first sessions): the student follows how many
 objects its labels name right, and the teacher, fine-tuned on a few scenes, names many wrong;
@@ -26,6 +31,8 @@ the renaming lifts the unlabelled foreground named right by 10 points on two of 
 sets, and a student trained on those labels names more right again than its teacher did.
 """
 
+import collections
+import inspect
 import json
 import os
 import subprocess
@@ -61,17 +68,114 @@ def _finished(directory):
             return False
 
 
-def train_earlier_round(logdir, rounds):
+# What `round_plan` tells the trainer and the task about this run's round: `round_steps` is
+# every round's step count (None: each trains `train.num_steps`), `num_steps` this round's.
+RoundPlan = collections.namedtuple("RoundPlan",
+                                   ["rounds", "num_steps", "start_from", "round_steps"])
+
+
+def _bound(name):
+    """`offline_pseudo_labels.<name>` as bound in gin, else its default."""
+    bindings = gin.get_bindings(prepare_offline_labels)
+    if name in bindings:
+        return bindings[name]
+    return inspect.signature(prepare_offline_labels).parameters[name].default
+
+
+def _check_per_round(binding, values, rounds, check):
+    """Fails naming `binding` unless `values` holds one entry per round, each passing `check`."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        raise ValueError(f"{binding}={values!r}: expected one entry per round (a tuple, the "
+                         f"first round's first), or None")
+    if len(values) != rounds:
+        raise ValueError(f"{binding}={tuple(values)!r} gives {len(values)} entries for "
+                         f"offline_pseudo_labels.rounds = {rounds}: give one per round, the "
+                         f"first round's first")
+    for value in values:
+        check(binding, value)
+
+
+def split_steps(num_steps, rounds, round_steps=None, step_shares=None):
+    """Every round's step count, from `round_steps` or `train.num_steps` split by shares.
+
+    Args:
+      num_steps: `train.num_steps`.
+      rounds: `offline_pseudo_labels.rounds`.
+      round_steps: one step count per round, or None.
+      step_shares: one positive share per round, or None: `num_steps` split in these
+        proportions (rounded so that the counts add up to `num_steps`).
+
+    Returns:
+      A tuple of `rounds` step counts, or None when both are None (each round trains
+      `num_steps`).
+
+    Raises:
+      ValueError: naming the binding at fault (both given, a wrong length, a count or share
+        that is not positive, or too few steps to give every round one).
+    """
+    if round_steps is not None and step_shares is not None:
+        raise ValueError(f"offline_pseudo_labels.round_steps={round_steps!r} and "
+                         f"offline_pseudo_labels.step_shares={step_shares!r} both set each "
+                         f"round's steps: bind one of them")
+    if round_steps is not None:
+        _check_per_round("offline_pseudo_labels.round_steps", round_steps, rounds,
+                         lambda binding, value: config_lib.check_int(binding, value, minimum=1))
+        return tuple(int(steps) for steps in round_steps)
+    if step_shares is None:
+        return None
+    _check_per_round("offline_pseudo_labels.step_shares", step_shares, rounds,
+                     lambda binding, value: config_lib.check_number(
+                         binding, value, minimum=0, exclusive_minimum=True))
+    total = float(sum(step_shares))
+    bounds = [0] + [round(num_steps * sum(step_shares[:k + 1]) / total) for k in range(rounds)]
+    steps = tuple(int(bounds[k + 1] - bounds[k]) for k in range(rounds))
+    if min(steps) < 1:
+        raise ValueError(f"train.num_steps = {num_steps} split by offline_pseudo_labels."
+                         f"step_shares={tuple(step_shares)!r} gives {steps}: a round without a "
+                         f"step; bind more steps or fewer rounds")
+    return steps
+
+
+def round_plan(num_steps, logdir):
+    """This run's round of the offline labels, from the `offline_pseudo_labels` bindings.
+
+    Args:
+      num_steps: `train.num_steps`.
+      logdir: this run's log directory.
+
+    Returns:
+      A `RoundPlan`: `rounds` (this run is the last of them), `num_steps` (its entry of
+      `split_steps`, else `train.num_steps`), `start_from` (the directory of the round
+      before, whose final weights this round starts from, when `continue_rounds` is set and
+      this is not round 1; else None: the warm start `train.init_checkpoint`) and
+      `round_steps` (`split_steps`).
+
+    Raises:
+      ValueError: naming the binding at fault.
+    """
+    rounds = _bound("rounds")
+    config_lib.check_int("offline_pseudo_labels.rounds", rounds, minimum=1)
+    round_steps = split_steps(num_steps, rounds, _bound("round_steps"), _bound("step_shares"))
+    continue_rounds = _bound("continue_rounds")
+    config_lib.check_bool("offline_pseudo_labels.continue_rounds", continue_rounds)
+    steps = num_steps if round_steps is None else round_steps[rounds - 1]
+    start_from = round_dir(logdir, rounds - 1) if continue_rounds and rounds > 1 else None
+    return RoundPlan(rounds, steps, start_from, round_steps)
+
+
+def train_earlier_round(logdir, rounds, round_steps=None):
     """Trains round `rounds - 1` of this run once (resumed if interrupted) and returns its dir.
 
     The round is this process's gin config with `offline_pseudo_labels.rounds = rounds - 1`
-    and no export, trained by `python -m wss.train` into `round_dir(logdir, rounds - 1)` (which
-    itself trains its earlier rounds first, inside its own directory). A round that has
-    finished is reused.
+    (and `round_steps` cut to its first `rounds - 1` entries, `step_shares` unbound) and no
+    export, trained by
+    `python -m wss.train` into `round_dir(logdir, rounds - 1)` (which itself trains its
+    earlier rounds first, inside its own directory). A round that has finished is reused.
 
     Args:
       logdir: this run's log directory.
       rounds: this run's `offline_pseudo_labels.rounds` (at least 2).
+      round_steps: every round's step count (`split_steps`), or None.
 
     Returns:
       The earlier round's log directory (its final checkpoint labels this run's images).
@@ -92,6 +196,10 @@ def train_earlier_round(logdir, rounds):
                f"--logdir={directory}",
                f"--gin_bindings=offline_pseudo_labels.rounds = {rounds - 1}",
                "--gin_bindings=after_training.export = False"]
+    if round_steps is not None:  # Its own counts, however this run's were bound.
+        earlier = tuple(int(steps) for steps in round_steps[:rounds - 1])
+        command += [f"--gin_bindings=offline_pseudo_labels.round_steps = {earlier!r}",
+                    "--gin_bindings=offline_pseudo_labels.step_shares = None"]
     print(f"Offline pseudo labels, round {rounds} of {rounds}: training round {rounds - 1} "
           f"(this config with offline_pseudo_labels.rounds = {rounds - 1}) in {directory}; its "
           f"final model labels this run's unlabelled images", flush=True)
@@ -164,7 +272,9 @@ def _crop_namer_factory(labelled_spec, num_classes, make_scorer, crop_size, temp
                             "logdir"])
 def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabelled_spec,
                            num_classes, init_checkpoint=None, chief=True, logdir=None, rounds=1,
-                           rename_objects=True, classifier_checkpoint=None, crop_size=None,
+                           round_steps=None, step_shares=None, continue_rounds=False,
+                           rename_objects=True,
+                           classifier_checkpoint=None, crop_size=None,
                            crop_scorer="fine_tuned", temperature=None, l2=10.0,
                            fine_tune_steps=300, fine_tune_learning_rate=3e-4, fine_tune_seed=0,
                            margin=4.0, min_pixels=30, min_confidence=0.0, flip=True, num_shards=4,
@@ -184,6 +294,15 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
         trained first into `LOGDIR/round_<N-1>` (`train_earlier_round`) unless the labels
         are already complete. One process only (a multi-worker run fails: train each round as
         a run of its own, `train.teacher_checkpoint` the round before).
+      round_steps: None (every round trains `train.num_steps`) or one step count per round,
+        the first round's first: each round's own poly schedule (read by the trainer through
+        `round_plan`, which passes every round's count here).
+      step_shares: None, or one positive share per round: `train.num_steps` split among the
+        rounds in these proportions (`demo.gin`: (2, 1), 1000 and 500 of 1500 steps), so
+        that `train.num_steps` stays the length of the whole run. Not with `round_steps`.
+      continue_rounds: start each round after the first from the final weights of the round
+        before (a fresh optimizer) instead of `train.init_checkpoint` (read by the task
+        through `round_plan`).
       rename_objects: rename each object by its crop (False: the teacher's argmax as it is).
       classifier_checkpoint: the crop classifier's TF1 checkpoint (default: `init_checkpoint`).
       crop_size: the crops' (height, width): the classifier's training crop (`demo.gin`: 57,
@@ -218,6 +337,10 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
     config_lib.check_bool("offline_pseudo_labels.rename_objects", rename_objects)
     config_lib.check_bool("offline_pseudo_labels.flip", flip)
     config_lib.check_int("offline_pseudo_labels.rounds", rounds, minimum=1)
+    if round_steps is not None:
+        _check_per_round("offline_pseudo_labels.round_steps", round_steps, rounds,
+                         lambda binding, value: config_lib.check_int(binding, value, minimum=1))
+    config_lib.check_bool("offline_pseudo_labels.continue_rounds", continue_rounds)
     if rounds > 1:
         if logdir is None:
             raise ValueError(f"offline_pseudo_labels.rounds={rounds}: the earlier rounds are "
@@ -230,7 +353,7 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
                 "directory")
         teacher_checkpoint = round_dir(logdir, rounds - 1)
         if self_training.read_marker(output_dir) is None:
-            train_earlier_round(logdir, rounds)
+            train_earlier_round(logdir, rounds, round_steps)
     settings = {"offline_rename_objects": rename_objects}
     factory = None
     if rename_objects:

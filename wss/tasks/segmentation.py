@@ -57,6 +57,11 @@ class SegmentationTask(Task):
         labels with renamed objects (`wss.method.offline_labels`), made by `prepare`.
       init_checkpoint: the run's warm start (or a function that returns it): the crop
         classifier of the offline labels.
+      start_from: a log directory whose final weights the model starts from instead of the
+        warm start (`start_from_run`; a later round of offline labels that continues the
+        round before), or None.
+      round_steps: every round's step count of the offline labels (`wss.method.offline_labels
+        .round_plan`), for the earlier rounds this run trains; None: as bound in gin.
 
     Raises:
       ValueError: for an unknown mode, a mode other than supervised without unlabelled
@@ -67,7 +72,7 @@ class SegmentationTask(Task):
                  crop_size, labelled_pattern, labelled_split=None, unlabelled_pattern=None,
                  unlabelled_split=None, palette="pascal", initialize_last_layer=False,
                  teacher_checkpoint=None, ema_teacher_decay=0.0, offline_pseudo_labels=False,
-                 init_checkpoint=None):
+                 init_checkpoint=None, start_from=None, round_steps=None):
         if mode not in MODES:
             raise ValueError(f"train.mode={mode!r}; choose one of {MODES}")
         if mode != "supervised" and not unlabelled_pattern:
@@ -97,6 +102,8 @@ class SegmentationTask(Task):
         self.ema_teacher_decay = ema_teacher_decay
         self.offline_pseudo_labels = offline_pseudo_labels
         self.init_checkpoint = init_checkpoint
+        self.start_from = start_from
+        self.round_steps = round_steps
         self.ema_teacher = None
         self.pseudo_label_spec = None  # Self-training: set by `prepare`.
         self.pseudo_label_summary = None
@@ -154,9 +161,10 @@ class SegmentationTask(Task):
             if callable(init):  # `@pretrained_checkpoint`: cached, so the warm start reuses it.
                 init = init()
             directory = self_training.pseudo_label_dir(logdir)
+            steps = {} if self.round_steps is None else {"round_steps": self.round_steps}
             self.pseudo_label_summary = offline_labels.prepare_offline_labels(
                 directory, self.teacher_checkpoint, self.labelled_spec, self.unlabelled_spec,
-                self.num_classes, init_checkpoint=init, chief=chief, logdir=logdir)
+                self.num_classes, init_checkpoint=init, chief=chief, logdir=logdir, **steps)
             self.pseudo_label_spec = self_training.pseudo_label_spec(directory)
 
     @property
@@ -246,6 +254,13 @@ class SegmentationTask(Task):
         if self.objective.alignment is not None:
             objects["distribution_alignment"] = self.objective.alignment
         return objects
+
+    def start_from_run(self):
+        if not self.start_from:
+            return None
+        # Every weight of the earlier run's final checkpoint (its logits too; the offline
+        # labels' rounds, `wss.method.offline_labels.round_plan`).
+        return experiment.restore_models(self.start_from, self.model, self.sgc_head)
 
     def warm_start(self, path):
         from wss.models import load_deeplab_checkpoint

@@ -258,11 +258,17 @@ class _Progress:
 
 
 def _restore_or_warm_start(task, checkpoint, resume_path, optimizer, init_checkpoint, logdir):
-    """Resumes from `resume_path`, or warm-starts the task, or does nothing."""
+    """Resumes, or starts the task from an earlier run it chose, or warm-starts it, or not."""
     if resume_path:
         hint = f"see {os.path.join(logdir, CONFIG_FILENAME)}"
         checkpointing.restore_checkpoint(checkpoint, resume_path, config_hint=hint)
         print(f"Resumed from {resume_path} (step {_step_of(optimizer)})", flush=True)
+        return
+    started = task.start_from_run()
+    if started:
+        print(f"Started from every weight of {started}"
+              + (" (not the warm start train.init_checkpoint)" if init_checkpoint else ""),
+              flush=True)
     elif init_checkpoint:
         if callable(init_checkpoint):  # E.g. the cached pretraining, built on first use.
             init_checkpoint = init_checkpoint()

@@ -12,8 +12,9 @@ Call order, all by the loop:
 1. `make_streams(strategy, seed, skip_batches)`, before any model work of the task, so that a
    missing file or split fails fast; `input_specs()` then, to check that no stream is empty;
 2. `build()` inside `strategy.scope()`, then `trainable_variables` to build the optimizer;
-3. `checkpoint_objects()` once, for the checkpoint; `warm_start(path)` when the log directory
-   has no checkpoint yet and an initial checkpoint is given;
+3. `checkpoint_objects()` once, for the checkpoint; when the log directory has no checkpoint
+   yet, `start_from_run()`, and `warm_start(path)` if that started nothing and an initial
+   checkpoint is given;
 4. `replica_step(optimizer, batches, num_replicas, with_images)` inside `strategy.run`, under
    `tf.function`, once per step;
 5. `write_scalar_summaries(stats)` and `write_image_summaries(images)` inside the loop's
@@ -23,7 +24,7 @@ Call order, all by the loop:
 
 import abc
 import dataclasses
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
 import tensorflow as tf
 
@@ -98,6 +99,15 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def checkpoint_objects(self) -> Dict[str, object]:
         """Trackables that a checkpoint holds besides the optimizer (models, RNG states)."""
+
+    def start_from_run(self) -> Optional[str]:
+        """Initialises the models from an earlier run that `prepare` chose, if any.
+
+        Returns:
+          The checkpoint path restored, or None (the default: no such run; the loop then
+          warm-starts from its `init_checkpoint`, if any).
+        """
+        return None
 
     def warm_start(self, path: str) -> str:
         """Initialises the models from `path` (the loop's `init_checkpoint`).

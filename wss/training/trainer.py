@@ -83,7 +83,11 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
         view, label the unlabelled images once before training with `teacher_checkpoint`, each
         object renamed by the pretrained classifier's view of its crop, into
         `LOGDIR/pseudo_labels/` (`wss.method.offline_labels`, gin `offline_pseudo_labels.*`);
-        L_u trains the strong view towards them. Needs `ema_teacher_decay = 0`.
+        L_u trains the strong view towards them. Needs `ema_teacher_decay = 0`. With
+        `offline_pseudo_labels.rounds > 1`, `offline_pseudo_labels.step_shares` splits
+        `num_steps` among the rounds (or `round_steps` sets each round's) and
+        `offline_pseudo_labels.continue_rounds` starts a round from the round before's final
+        weights instead of `init_checkpoint`.
 
     Returns:
       dict of the last step's named losses (floats), `step`, `history` (the logged steps),
@@ -104,6 +108,16 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
         _check_offline_labels(mode, teacher_checkpoint, ema_teacher_decay)
     else:
         _check_ema_teacher(mode, ema_teacher_decay, teacher_checkpoint)
+    start_from = round_steps = None
+    if offline_pseudo_labels and mode == "semi":  # `offline_pseudo_labels.rounds`, ...
+        plan = offline_labels.round_plan(num_steps, logdir)
+        if plan.round_steps is not None or plan.start_from:
+            print(f"Offline pseudo labels: rounds of {plan.round_steps or num_steps} steps; "
+                  f"this is round {plan.rounds} of {plan.rounds}, {plan.num_steps} steps from "
+                  + (f"the final weights of {plan.start_from} "
+                     "(offline_pseudo_labels.continue_rounds)" if plan.start_from
+                     else "train.init_checkpoint"), flush=True)
+        num_steps, start_from, round_steps = plan.num_steps, plan.start_from, plan.round_steps
     if callable(teacher_checkpoint) and "init_checkpoint" in inspect.signature(
             teacher_checkpoint).parameters:  # The teacher stage's cache key knows the warm start.
         teacher_checkpoint = functools.partial(teacher_checkpoint,
@@ -113,7 +127,7 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
         labelled_pattern, labelled_split, unlabelled_pattern, unlabelled_split, palette,
         initialize_last_layer, teacher_checkpoint=teacher_checkpoint,
         ema_teacher_decay=ema_teacher_decay, offline_pseudo_labels=offline_pseudo_labels,
-        init_checkpoint=init_checkpoint)
+        init_checkpoint=init_checkpoint, start_from=start_from, round_steps=round_steps)
     options = loop.LoopOptions(
         num_steps=num_steps, log_every=log_every, summary_every=summary_every,
         image_summary_every=image_summary_every, checkpoint_every=checkpoint_every,
