@@ -71,7 +71,9 @@ class LoopOptions:
         to run does not delay a config error or a resumed run.
       seed: global random seed (weights, augmentation, shuffling); with a seed a resumed run
         continues the data streams where they stopped.
-      deterministic: enable TensorFlow op determinism (slower; for reproducibility tests).
+      deterministic: enable TensorFlow op determinism (slower; for reproducibility tests). On
+        a CPU it does not make reruns bit-identical, and a warning says so
+        (docs/reliability.md, "Reproducible runs").
       mixed_precision_policy: None, `mixed_bfloat16` (TPU) or `mixed_float16` (GPU); Keras's
         global policy during the run only.
       steps_per_run: stop this invocation after this many steps (with a checkpoint).
@@ -368,6 +370,12 @@ def run(task, logdir, options):
             keras.utils.set_random_seed(options.seed)
         if options.deterministic:
             tf.config.experimental.enable_op_determinism()
+            warning = strategy_lib.determinism_warning(
+                True, strategy_lib.onednn_enabled(), bool(
+                    tf.config.list_physical_devices("GPU")
+                    or tf.config.list_physical_devices("TPU")))
+            if warning:
+                logging.warning(warning)
         strategy = options.strategy or strategy_lib.make_strategy()
         save_dir = _worker_dir(logdir, strategy)
         with rundir.LogdirLock(save_dir):

@@ -126,3 +126,42 @@ def configure_cpu_threads(strategy_name=None, environ=None):
         return None
     logging.info("CPU thread pools: %d thread(s) per op, %d op(s) at once", intra, inter)
     return intra, inter
+
+
+def onednn_enabled():
+    """Whether this TensorFlow runs its CPU ops with oneDNN (`TF_ENABLE_ONEDNN_OPTS`).
+
+    Returns:
+      bool; read once by TensorFlow at import, so setting the variable later changes nothing.
+    """
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):  # Another build: trust the variable.
+        return os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").lower() not in ("0", "false")
+
+
+def determinism_warning(deterministic, onednn, accelerators):
+    """What a run that asked for op determinism on the CPU should be told, or None.
+
+    `tf.config.experimental.enable_op_determinism` does not make reruns on the CPU agree
+    (measured 2026-12-06, docs/reliability.md, "Reproducible runs"): TensorFlow's oneDNN CPU
+    kernels differ from the first step, and with them off two reruns still part within a few
+    steps, always with two ops at once and in some reruns with one.
+
+    Args:
+      deterministic: `train.deterministic`.
+      onednn: `onednn_enabled()`.
+      accelerators: whether a GPU or TPU is visible (the model's ops then run there).
+
+    Returns:
+      The warning's text, or None.
+    """
+    if not deterministic or accelerators:
+        return None
+    kernels = ("TensorFlow's oneDNN CPU kernels are on and are not deterministic "
+               "(TF_ENABLE_ONEDNN_OPTS=0 at Python's start turns them off), and even without "
+               "them " if onednn else "")
+    return (f"train.deterministic = True does not make reruns on the CPU bit-identical: "
+            f"{kernels}two reruns of the same seeded config part after a few steps "
+            f"(docs/reliability.md, 'Reproducible runs'). Compare configs over seeds.")
