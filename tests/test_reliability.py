@@ -474,3 +474,16 @@ def test_check_helpers_name_the_binding():
     with pytest.raises(ValueError, match=r"^a.b=nan: expected a number > 0"):
         config.check_number("a.b", float("nan"), minimum=0, exclusive_minimum=True)
     assert config.check_size("a.c", [33, 65], minimum=17) == (33, 65)
+
+
+def test_rerun_agreement_finds_the_first_step_where_two_runs_part():
+    from script_loading import load_script
+
+    rerun = load_script("benchmarks/rerun_agreement.py")
+    same = [{"step": 1, "loss_s": 0.5, "loss_sa": 1.0}, {"step": 2, "loss_s": 0.4, "loss_sa": 0.9}]
+    assert rerun.first_parting(same, [dict(row) for row in same]) == (None, (), 0.0)
+    parted = [dict(same[0]), {"step": 2, "loss_s": 0.4, "loss_sa": 0.9 + 2.0 ** -22}]
+    first, names, largest = rerun.first_parting(same, parted)
+    assert (first, names) == (2, ("loss_sa",)) and largest == np.float64(2.0 ** -22)
+    with pytest.raises(ValueError, match="different steps"):
+        rerun.first_parting(same, same[:1])
