@@ -104,6 +104,7 @@ def main(argv=None):
                         help="where the runs go (default: a temporary directory, removed)")
     args = parser.parse_args(argv)
     workdir = args.workdir or tempfile.mkdtemp(prefix="rerun_agreement_")
+    os.makedirs(workdir, exist_ok=True)
     print(f"{args.gin_file}, {args.steps} steps, oneDNN {args.onednn}, threads {args.threads}")
     print("| pair | first step that differs | losses that differ there | largest difference |")
     print("| --- | --- | --- | --- |")
