@@ -1,7 +1,8 @@
 """Whether two reruns of one seeded config train the same numbers, step by step.
 
     python benchmarks/rerun_agreement.py [--gin_file demo_supervised.gin] [--steps 20]
-        [--pairs 3] [--onednn off] [--threads one] [--gin_bindings ...] [--workdir DIR]
+        [--pairs 3] [--onednn on|off] [--threads default|one] [--gin_bindings ...]
+        [--workdir DIR]
 
 For each pair, two `python -m wss.train` processes of the same config run side by side with
 `train.deterministic = True`, a loss line every step and no export; the table gives, per pair,
@@ -9,8 +10,9 @@ the first step whose logged losses differ, the loss that differed first and the 
 difference over the run. `--onednn off` starts the processes with `TF_ENABLE_ONEDNN_OPTS=0`;
 `--threads one` gives each one thread per op and one op at a time, pinned to its own core where
 `taskset` exists (`default`: `wss.train`'s own CPU pools). The data, the pretraining and any
-teacher come from the cache (`WSS_CACHE_DIR`), so run the config once before. The measured state
-is in docs/reliability.md, "Reproducible runs"; this script is how to check a fix.
+teacher come from the cache (`WSS_CACHE_DIR`), so run the config once before. With
+`train.deterministic = True` every pair agrees (docs/reliability.md, "Reproducible runs"); add
+`--gin_bindings="train.deterministic = False"` to see runs part.
 """
 
 import argparse
@@ -98,8 +100,8 @@ def main(argv=None):
     parser.add_argument("--gin_bindings", action="append", default=[])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--onednn", choices=("on", "off"), default="off")
-    parser.add_argument("--threads", choices=("one", "default"), default="one")
+    parser.add_argument("--onednn", choices=("on", "off"), default="on")
+    parser.add_argument("--threads", choices=("one", "default"), default="default")
     parser.add_argument("--workdir", default=None,
                         help="where the runs go (default: a temporary directory, removed)")
     args = parser.parse_args(argv)

@@ -97,23 +97,3 @@ def test_training_sizes_the_thread_pools_on_the_cpu_before_tensorflow_runs():
     # Called after TensorFlow started: a warning and TensorFlow's own pools, not an error.
     assert run(_TOO_LATE_SCRIPT) == {"too_late": None, "intra": 0}
 
-
-def test_op_determinism_on_the_cpu_warns_that_reruns_still_differ():
-    import subprocess
-    import sys
-
-    from wss.training import strategy
-
-    assert strategy.determinism_warning(False, True, False) is None
-    assert strategy.determinism_warning(True, True, True) is None  # The ops run on a GPU/TPU.
-    with_onednn = strategy.determinism_warning(True, True, False)
-    without = strategy.determinism_warning(True, False, False)
-    for text in (with_onednn, without):
-        assert "train.deterministic = True" in text and "Reproducible runs" in text
-    assert "TF_ENABLE_ONEDNN_OPTS=0" in with_onednn and "oneDNN" not in without
-    # TensorFlow reads the variable at import: a process started with it off reports it off.
-    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="3")
-    script = "from wss.training import strategy; print(strategy.onednn_enabled())"
-    completed = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO,
-                               capture_output=True, text=True, timeout=300, check=True)
-    assert completed.stdout.strip().splitlines()[-1] == "False"

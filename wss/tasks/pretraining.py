@@ -249,7 +249,7 @@ def pretrain(logdir, num_classes=gin.REQUIRED, train_pattern=gin.REQUIRED, train
       max_to_keep: checkpoints kept.
       init_checkpoint: TF1 checkpoint to start from when `logdir` has none.
       seed: global random seed.
-      deterministic: TensorFlow op determinism.
+      deterministic: bit-identical reruns (`wss.training.determinism`).
       mixed_precision_policy: Keras dtype policy during the run.
       steps_per_run: stop after this many steps (rerun to continue).
 

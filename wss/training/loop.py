@@ -38,7 +38,7 @@ import tensorflow as tf
 from absl import logging
 
 from wss import run_files
-from wss.training import checkpointing, optim, rundir
+from wss.training import checkpointing, determinism, optim, rundir
 from wss.training import strategy as strategy_lib
 
 CONFIG_FILENAME = "config.gin"
@@ -71,9 +71,8 @@ class LoopOptions:
         to run does not delay a config error or a resumed run.
       seed: global random seed (weights, augmentation, shuffling); with a seed a resumed run
         continues the data streams where they stopped.
-      deterministic: enable TensorFlow op determinism (slower; for reproducibility tests). On
-        a CPU it does not make reruns bit-identical, and a warning says so
-        (docs/reliability.md, "Reproducible runs").
+      deterministic: bit-identical reruns of a seeded config: TensorFlow op determinism on
+        and Grappler's graph rewriting off for the run (`wss.training.determinism`).
       mixed_precision_policy: None, `mixed_bfloat16` (TPU) or `mixed_float16` (GPU); Keras's
         global policy during the run only.
       steps_per_run: stop this invocation after this many steps (with a checkpoint).
@@ -363,25 +362,22 @@ def run(task, logdir, options):
     """
     previous_policy = keras.mixed_precision.global_policy()
     iterators = {}
+    restore_grappler = None
     try:
         if options.mixed_precision_policy:
             keras.mixed_precision.set_global_policy(options.mixed_precision_policy)
         if options.seed is not None:
             keras.utils.set_random_seed(options.seed)
         if options.deterministic:
-            tf.config.experimental.enable_op_determinism()
-            warning = strategy_lib.determinism_warning(
-                True, strategy_lib.onednn_enabled(), bool(
-                    tf.config.list_physical_devices("GPU")
-                    or tf.config.list_physical_devices("TPU")))
-            if warning:
-                logging.warning(warning)
+            restore_grappler = determinism.enable()
         strategy = options.strategy or strategy_lib.make_strategy()
         save_dir = _worker_dir(logdir, strategy)
         with rundir.LogdirLock(save_dir):
             return _run_locked(task, logdir, save_dir, strategy, options, iterators)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+        if restore_grappler is not None:
+            restore_grappler()
         # Also on errors, whose traceback keeps this frame: free the input pipelines now
         # rather than at interpreter exit. Destroying a stream's iterator waits for its
         # tf.data autotuning thread to wake (up to a minute); a single local CPU replica's
