@@ -3,8 +3,8 @@
 `train.deterministic = True` (and `pretrain.deterministic`) turns on
 `tf.config.experimental.enable_op_determinism` and turns off Grappler's meta optimizer for
 the run. Op determinism alone did not make two processes of one seeded config train the same
-numbers on the CPU: the graphs Grappler rewrote differed between processes, and the runs
-parted by one float32 ulp within a few steps (measured 2026-12-06 with
+numbers on the CPU: with Grappler's rewriting on (how it differs between processes is not
+identified) the runs parted by one float32 ulp within a few steps (measured 2026-12-06 with
 `benchmarks/rerun_agreement.py`, `demo_supervised.gin`, 20 steps: 8 of 13 pairs agreed with one
 op at a time and oneDNN off, none with two ops at once; with Grappler off 3 of 3 pairs agreed
 with TensorFlow's oneDNN kernels and two ops at once, as `wss.train` runs by default, and 3 of
