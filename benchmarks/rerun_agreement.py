@@ -80,15 +80,15 @@ def run_pair(args, workdir, pair):
         command = prefix + [sys.executable, "-m", "wss.train", f"--gin_file={args.gin_file}",
                             f"--logdir={logdir}"]
         command += [f"--gin_bindings={binding}" for binding in bindings]
-        log = open(logdir + ".log", "w")
-        processes.append((subprocess.Popen(command, env=env, cwd=REPO, stdout=log,
-                                           stderr=subprocess.STDOUT), log))
+        with open(logdir + ".log", "w") as log:  # The child keeps its own descriptor.
+            processes.append(subprocess.Popen(command, env=env, cwd=REPO, stdout=log,
+                                              stderr=subprocess.STDOUT))
         logdirs.append(logdir)
+    failed = [logdir for process, logdir in zip(processes, logdirs) if process.wait() != 0]
+    if failed:
+        raise RuntimeError(f"{', '.join(failed)} failed; see their .log files")
     histories = []
-    for (process, log), logdir in zip(processes, logdirs):
-        if process.wait() != 0:
-            raise RuntimeError(f"{logdir} failed; see {logdir}.log")
-        log.close()
+    for logdir in logdirs:
         with open(os.path.join(logdir, "train_result.json")) as f:
             histories.append(json.load(f)["history"])
     return histories

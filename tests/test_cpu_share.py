@@ -96,4 +96,3 @@ def test_training_sizes_the_thread_pools_on_the_cpu_before_tensorflow_runs():
     assert results["set"] == results["expected"] == results["pools"]
     # Called after TensorFlow started: a warning and TensorFlow's own pools, not an error.
     assert run(_TOO_LATE_SCRIPT) == {"too_late": None, "intra": 0}
-

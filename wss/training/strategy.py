@@ -126,4 +126,3 @@ def configure_cpu_threads(strategy_name=None, environ=None):
         return None
     logging.info("CPU thread pools: %d thread(s) per op, %d op(s) at once", intra, inter)
     return intra, inter
-
