@@ -5,6 +5,8 @@ tiny classifier's features cannot solve without fine-tuning its head (coloured s
 its scores for being mirror-invariant and leaving the checkpoint unchanged.
 """
 
+import os
+
 import gin
 import keras
 import numpy as np
@@ -90,3 +92,33 @@ def test_ridge_scorer_describes_its_features():
     scorer.fit(crops, classes)
     assert scorer.description == "a ridge regression (penalty 0.5) on the mean colours"
     assert (scorer(crops)[:, 1:].argmax(1) + 1 == classes).mean() == 1.0
+
+
+def test_fine_tuned_scorer_is_cached_and_loaded_exactly(tiny_checkpoint, tmp_path):
+    rng = np.random.default_rng(2)
+    train, train_classes = _crops(rng, 12)
+    test, _ = _crops(rng, 6)
+    cache_dir = str(tmp_path / "cache")
+
+    def fitted(crops, classes):
+        scorer = crop_classifier.FineTunedScorer(tiny_checkpoint, num_classes=4, steps=3,
+                                                 learning_rate=1e-3, batch_size=4, seed=0,
+                                                 reuse=True, cache_dir=cache_dir)
+        loss = scorer.fit(crops, classes)
+        return scorer, loss
+
+    first, first_loss = fitted(train, train_classes)
+    assert first.loaded_from is None
+    second, second_loss = fitted(train, train_classes)
+    assert second.loaded_from is not None and second.loaded_from.startswith(cache_dir)
+    assert second_loss == first_loss
+    np.testing.assert_array_equal(second(test), first(test))
+    # Fine-tuning moved the weights: a scorer that loaded nothing would score 0 everywhere.
+    assert np.abs(first(test)[:, 1:]).max() > 0
+    # Other crops (or classes) are another entry, fine-tuned anew.
+    other_classes = train_classes.copy()
+    other_classes[0] = 1 + other_classes[0] % 3
+    third, _ = fitted(train, other_classes)
+    assert third.loaded_from is None
+    assert len([name for name in os.listdir(cache_dir)
+                if name.startswith("crop_scorer_") and "." not in name]) == 2

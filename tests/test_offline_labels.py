@@ -422,28 +422,32 @@ def test_a_finished_round_is_reused_and_rounds_are_checked(tmp_path, monkeypatch
 
 def test_round_plan_reads_the_round_bindings(tmp_path):
     logdir = str(tmp_path)
-    assert offline_labels.round_plan(1500, logdir) == (1, 1500, None, None)
+    assert offline_labels.round_plan(1500, logdir) == (1, 1500, None, None, False)
     gin.parse_config(["offline_pseudo_labels.rounds = 2",
                       "offline_pseudo_labels.step_shares = (2, 1)"])
     # train.num_steps split 2 : 1; without continue_rounds a round starts from the warm start.
-    assert offline_labels.round_plan(1500, logdir) == (2, 500, None, (1000, 500))
-    gin.parse_config(["offline_pseudo_labels.continue_rounds = True"])
+    assert offline_labels.round_plan(1500, logdir) == (2, 500, None, (1000, 500), False)
+    gin.parse_config(["offline_pseudo_labels.continue_rounds = True",
+                      "offline_pseudo_labels.start_from_teacher = True"])
+    # Round 2 continues round 1; only round 1 starts from the teacher.
     assert offline_labels.round_plan(1500, logdir) == (
-        2, 500, offline_labels.round_dir(logdir, 1), (1000, 500))
+        2, 500, offline_labels.round_dir(logdir, 1), (1000, 500), False)
     assert offline_labels.round_plan(5, logdir).round_steps == (3, 2)  # Rounded, adding up.
     gin.parse_config(["offline_pseudo_labels.rounds = 1"])
     with pytest.raises(ValueError, match=r"step_shares=\(2, 1\) gives 2 entries .*rounds = 1"):
         offline_labels.round_plan(1500, logdir)
     gin.parse_config(["offline_pseudo_labels.step_shares = None",
                       "offline_pseudo_labels.round_steps = (700,)"])
-    assert offline_labels.round_plan(1500, logdir) == (1, 700, None, (700,))  # Never continues.
+    # Round 1 never continues an earlier round; it starts from the teacher when bound.
+    assert offline_labels.round_plan(1500, logdir) == (1, 700, None, (700,), True)
     for bindings, match in (
             (["round_steps = (0,)"], "offline_pseudo_labels.round_steps=0"),
             (["round_steps = 1000"], "one entry per round"),
             (["step_shares = (1, 0)", "rounds = 2"], "offline_pseudo_labels.step_shares=0"),
             (["step_shares = (1, 1)", "round_steps = (1, 1)", "rounds = 2"], "bind one of"),
             (["step_shares = (100, 1)", "rounds = 2"], "a round without a step"),
-            (["continue_rounds = 'yes'"], "offline_pseudo_labels.continue_rounds")):
+            (["continue_rounds = 'yes'"], "offline_pseudo_labels.continue_rounds"),
+            (["start_from_teacher = 1"], "offline_pseudo_labels.start_from_teacher")):
         gin.clear_config()
         gin.parse_config([f"offline_pseudo_labels.{binding}" for binding in bindings])
         with pytest.raises(ValueError, match=match):

@@ -60,6 +60,8 @@ class SegmentationTask(Task):
       start_from: a log directory whose final weights the model starts from instead of the
         warm start (`start_from_run`; a later round of offline labels that continues the
         round before), or None.
+      start_from_teacher: offline labels: start from the teacher's final weights (resolved by
+        `prepare`) when `start_from` is None (`offline_pseudo_labels.start_from_teacher`).
       round_steps: every round's step count of the offline labels (`wss.method.offline_labels
         .round_plan`), for the earlier rounds this run trains; None: as bound in gin.
 
@@ -72,7 +74,8 @@ class SegmentationTask(Task):
                  crop_size, labelled_pattern, labelled_split=None, unlabelled_pattern=None,
                  unlabelled_split=None, palette="pascal", initialize_last_layer=False,
                  teacher_checkpoint=None, ema_teacher_decay=0.0, offline_pseudo_labels=False,
-                 init_checkpoint=None, start_from=None, round_steps=None):
+                 init_checkpoint=None, start_from=None, round_steps=None,
+                 start_from_teacher=False):
         if mode not in MODES:
             raise ValueError(f"train.mode={mode!r}; choose one of {MODES}")
         if mode != "supervised" and not unlabelled_pattern:
@@ -103,6 +106,7 @@ class SegmentationTask(Task):
         self.offline_pseudo_labels = offline_pseudo_labels
         self.init_checkpoint = init_checkpoint
         self.start_from = start_from
+        self.start_from_teacher = start_from_teacher
         self.round_steps = round_steps
         self.ema_teacher = None
         self.pseudo_label_spec = None  # Self-training: set by `prepare`.
@@ -166,6 +170,8 @@ class SegmentationTask(Task):
                 directory, self.teacher_checkpoint, self.labelled_spec, self.unlabelled_spec,
                 self.num_classes, init_checkpoint=init, chief=chief, logdir=logdir, **steps)
             self.pseudo_label_spec = self_training.pseudo_label_spec(directory)
+            if self.start_from_teacher and not self.start_from:
+                self.start_from = self.teacher_checkpoint
 
     @property
     def offline_labels(self):

@@ -109,15 +109,23 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
     else:
         _check_ema_teacher(mode, ema_teacher_decay, teacher_checkpoint)
     start_from = round_steps = None
+    from_teacher = False
     if offline_pseudo_labels and mode == "semi":  # `offline_pseudo_labels.rounds`, ...
         plan = offline_labels.round_plan(num_steps, logdir)
-        if plan.round_steps is not None or plan.start_from:
+        if plan.round_steps is not None or plan.start_from or plan.from_teacher:
+            if plan.start_from:
+                origin = (f"the final weights of {plan.start_from} "
+                          "(offline_pseudo_labels.continue_rounds)")
+            elif plan.from_teacher:
+                origin = ("the teacher's final weights "
+                          "(offline_pseudo_labels.start_from_teacher)")
+            else:
+                origin = "train.init_checkpoint"
             print(f"Offline pseudo labels: rounds of {plan.round_steps or num_steps} steps; "
                   f"this is round {plan.rounds} of {plan.rounds}, {plan.num_steps} steps from "
-                  + (f"the final weights of {plan.start_from} "
-                     "(offline_pseudo_labels.continue_rounds)" if plan.start_from
-                     else "train.init_checkpoint"), flush=True)
+                  f"{origin}", flush=True)
         num_steps, start_from, round_steps = plan.num_steps, plan.start_from, plan.round_steps
+        from_teacher = plan.from_teacher
     if callable(teacher_checkpoint) and "init_checkpoint" in inspect.signature(
             teacher_checkpoint).parameters:  # The teacher stage's cache key knows the warm start.
         teacher_checkpoint = functools.partial(teacher_checkpoint,
@@ -127,7 +135,8 @@ def train(logdir, mode="semi", num_steps=30000, labelled_batch_size=4, unlabelle
         labelled_pattern, labelled_split, unlabelled_pattern, unlabelled_split, palette,
         initialize_last_layer, teacher_checkpoint=teacher_checkpoint,
         ema_teacher_decay=ema_teacher_decay, offline_pseudo_labels=offline_pseudo_labels,
-        init_checkpoint=init_checkpoint, start_from=start_from, round_steps=round_steps)
+        init_checkpoint=init_checkpoint, start_from=start_from, round_steps=round_steps,
+        start_from_teacher=from_teacher)
     options = loop.LoopOptions(
         num_steps=num_steps, log_every=log_every, summary_every=summary_every,
         image_summary_every=image_summary_every, checkpoint_every=checkpoint_every,
