@@ -388,6 +388,20 @@ def test_a_second_round_is_labelled_by_the_first_rounds_student(tiny_data, tmp_p
     assert "Resumed from" in out and "Started from every weight" not in out
 
 
+@pytest.mark.slow
+def test_the_first_round_can_start_from_the_teacher(tiny_data, tmp_path, capsys):
+    extra = offline_run_bindings(tiny_data, tmp_path, num_shards=1) + [
+        "offline_pseudo_labels.start_from_teacher = True"]
+    teacher_dir = str(tmp_path / "teacher")
+    configure_demo("demo.gin", tiny_data, steps=1, extra=extra)
+    result = trainer.train(str(tmp_path / "student"))
+    assert result["finished"]
+    out = capsys.readouterr().out
+    assert "1 steps from the teacher's final weights" in out
+    assert f"Started from every weight of {os.path.join(teacher_dir, 'ckpt-1')}" in out
+    assert "Warm start from" not in out
+
+
 def test_a_finished_round_is_reused_and_rounds_are_checked(tmp_path, monkeypatch):
     round_1 = offline_labels.round_dir(str(tmp_path), 1)
     os.makedirs(round_1)
