@@ -24,6 +24,10 @@ the round before. `offline_pseudo_labels.round_steps` gives each round its own n
 after the first from the final weights of the round before instead (all of them, logits
 included; a fresh optimizer): `demo.gin` trains round 1 for 1000 steps, relabels with it, and
 continues for 500, the steps of one round split over two.
+`offline_pseudo_labels.start_from_teacher = True` starts round 1 from every weight of the
+teacher's final checkpoint instead of the warm start (measured with 500 + 500 steps and not
+adopted: better on `shapes`, worse on `random_colours` and `held_out`, benchmarks/RESULTS.md,
+thirty-seventh session).
 
 Why (benchmarks/RESULTS.md, twenty-ninth to thirty-first sessions): the student follows how many
 objects its labels name right, and the teacher, fine-tuned on a few scenes, names many wrong;
