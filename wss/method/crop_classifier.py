@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from wss import cache
-from wss.method import object_naming
+from wss.method import object_naming, teacher_stage
 
 # The file a cached fine-tuned scorer writes last (its fit's summary), and its weights.
 _SCORER_MARKER = "crop_scorer.json"
@@ -254,9 +254,8 @@ class FineTunedScorer:
         digest.update(np.asarray(classes, np.int64).tobytes())
         digest.update(json.dumps([self.num_classes, self.steps, float(self.learning_rate),
                                   self.batch_size, self.seed, wss.__version__]).encode())
-        for path in sorted(tf.io.gfile.glob(self.checkpoint + ".*")):
-            stat = tf.io.gfile.stat(path)
-            digest.update(f"{os.path.abspath(path)} {stat.length} {stat.mtime_nsec}".encode())
+        for line in teacher_stage.init_fingerprint(self.checkpoint):  # Its files' stats.
+            digest.update(line.encode() + b"\0")
         for variable in classifier.backbone.variables:
             digest.update(f"{variable.path} {variable.shape}".encode())
         return f"crop_scorer_{digest.hexdigest()[:12]}"
