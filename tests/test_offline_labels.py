@@ -206,9 +206,19 @@ def offline_run_bindings(tiny_data, tmp_path, num_shards):
             f"offline_pseudo_labels.num_shards = {num_shards}"]
 
 
+@gin.configurable("ready_teacher_stage")
+def ready_teacher_stage(labelled_pattern, labelled_split, directory=None):
+    """A stand-in for `@supervised_teacher` that returns a teacher trained beforehand."""
+    del labelled_pattern, labelled_split
+    return directory
+
+
 @pytest.mark.slow
 def test_offline_run_labels_trains_and_reuses(tiny_data, tmp_path, capsys):
     extra = offline_run_bindings(tiny_data, tmp_path, num_shards=2)
+    # The teacher given as a stage (a function), as demo.gin's @supervised_teacher.
+    extra += ["train.teacher_checkpoint = @ready_teacher_stage",
+              f"ready_teacher_stage.directory = '{tmp_path / 'teacher'}'"]
     student_dir = str(tmp_path / "student")
     configure_demo("demo.gin", tiny_data, steps=2, extra=extra)
     result = trainer.train(student_dir)
@@ -226,8 +236,10 @@ def test_offline_run_labels_trains_and_reuses(tiny_data, tmp_path, capsys):
                 "teacher_foreground_accuracy"):
         assert 0.0 <= summary[key] <= 1.0, key
     assert "pseudo_labels" not in result  # No online diagnostics against the offline labels.
+    assert summary["settings"]["teacher_checkpoint"] == str(tmp_path / "teacher")
     out = capsys.readouterr().out
     assert "objects renamed by the classifier of" in out
+    assert "fitting the objects' namer beside the teacher stage" in out
 
     directory = self_training.pseudo_label_dir(student_dir)
     written = records.read_examples(os.path.join(directory, "train-*.tfrecord"), NUM_CLASSES)
@@ -432,6 +444,50 @@ def test_a_finished_round_is_reused_and_rounds_are_checked(tmp_path, monkeypatch
             offline_labels.prepare_offline_labels(
                 str(tmp_path / "labels"), "teacher", None, None, 3, init_checkpoint="ckpt",
                 chief=chief, logdir=logdir, rounds=rounds, crop_size=(9, 9))
+
+
+def test_the_namer_is_fitted_while_the_teacher_stage_trains():
+    import threading
+
+    teacher_started, namer_fitted = threading.Event(), threading.Event()
+    calls = []
+
+    def factory():  # Finishes only once the teacher stage is running: they overlap.
+        calls.append("fit")
+        assert teacher_started.wait(timeout=30), "the namer was not fitted beside the stage"
+        namer_fitted.set()
+        return "namer", {"reference_objects": 2}
+
+    def train_teacher():
+        teacher_started.set()
+        assert namer_fitted.wait(timeout=30), "the stage did not run beside the fitting"
+        return "teacher_dir"
+
+    teacher, fitted = offline_labels._train_teacher_beside_namer(train_teacher, factory)
+    assert teacher == "teacher_dir"
+    assert fitted() == ("namer", {"reference_objects": 2}) and calls == ["fit"]
+    # Nothing to fit (labels made, or not the chief): the stage alone.
+    assert offline_labels._train_teacher_beside_namer(lambda: "t", None) == ("t", None)
+
+    def failing_teacher():
+        raise RuntimeError("the teacher stage failed")
+
+    def slow_factory():
+        namer_fitted.clear()
+        threading.Event().wait(0.2)
+        namer_fitted.set()
+        return "namer", {}
+
+    # The stage's error goes on, after the fitting has finished (no thread left running).
+    with pytest.raises(RuntimeError, match="the teacher stage failed"):
+        offline_labels._train_teacher_beside_namer(failing_teacher, slow_factory)
+    assert namer_fitted.is_set()
+
+    def failing_factory():
+        raise ValueError("no labelled object")
+
+    with pytest.raises(ValueError, match="no labelled object"):
+        offline_labels._train_teacher_beside_namer(lambda: "t", failing_factory)
 
 
 def test_round_plan_reads_the_round_bindings(tmp_path):

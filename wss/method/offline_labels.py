@@ -36,6 +36,7 @@ sets, and a student trained on those labels names more right again than its teac
 """
 
 import collections
+import concurrent.futures
 import inspect
 import json
 import os
@@ -276,6 +277,36 @@ def _crop_namer_factory(labelled_spec, num_classes, make_scorer, crop_size, temp
     return factory
 
 
+def _train_teacher_beside_namer(train_teacher, factory):
+    """Runs the teacher stage and, in a thread beside it, the objects' namer's fitting.
+
+    The stage trains in a subprocess whose single training process leaves part of the cores
+    idle; the namer's fitting (the crop scorer's fine-tuning, about 18 s alone on 2 cores)
+    needs only the labelled images and the classifier checkpoint, not the teacher.
+
+    Args:
+      train_teacher: a function without arguments returning the teacher's directory.
+      factory: the namer's `relabel_factory` (`_crop_namer_factory`), or None (nothing to
+        fit: the labels are made, or this process does not make them).
+
+    Returns:
+      `(teacher_directory, factory)`: the factory now returns the namer fitted here (and the
+      crop scorer is in the cache, where an earlier round's process finds it).
+    """
+    if factory is None:
+        return train_teacher(), None
+    print("Offline pseudo labels: fitting the objects' namer beside the teacher stage",
+          flush=True)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="crop_namer") as pool:
+        fitting = pool.submit(factory)
+        try:
+            teacher = train_teacher()
+        finally:  # On the stage's failure too: the fitting finishes before the error goes on.
+            concurrent.futures.wait([fitting])
+    fitted = fitting.result()  # The fitting's own error, if it failed.
+    return teacher, lambda: fitted
+
+
 @gin.configurable("offline_pseudo_labels",
                   denylist=["output_dir", "teacher_checkpoint", "labelled_spec",
                             "unlabelled_spec", "num_classes", "init_checkpoint", "chief",
@@ -294,7 +325,12 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
 
     Args:
       output_dir: the pseudo-label directory (`self_training.pseudo_label_dir(logdir)`).
-      teacher_checkpoint: the teacher's log directory or checkpoint prefix.
+      teacher_checkpoint: the teacher's log directory or checkpoint prefix, or a function
+        without arguments that returns it (`train.teacher_checkpoint = @supervised_teacher`,
+        the teacher stage, which trains the teacher unless it is cached): it is called first,
+        and while it runs the objects' namer is fitted beside it (the crop scorer's
+        fine-tuning uses the cores the teacher's training leaves idle; the same namer as when
+        fitted after it).
       labelled_spec: the labelled images (the references of the object naming).
       unlabelled_spec: the images to label.
       num_classes: classes including background.
@@ -370,9 +406,6 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
                 "process and cannot on a multi-worker cluster: bind rounds = 1 and train each "
                 "round as a run of its own, train.teacher_checkpoint the round before's log "
                 "directory")
-        teacher_checkpoint = round_dir(logdir, rounds - 1)
-        if self_training.read_marker(output_dir) is None:
-            train_earlier_round(logdir, rounds, round_steps)
     settings = {"offline_rename_objects": rename_objects}
     factory = None
     if rename_objects:
@@ -421,6 +454,14 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
 
         factory = _crop_namer_factory(labelled_spec, num_classes, make_scorer, crop_size,
                                       temperature, margin, min_pixels, min_confidence)
+    labels_made = self_training.read_marker(output_dir) is not None
+    if callable(teacher_checkpoint):
+        teacher_checkpoint, factory = _train_teacher_beside_namer(
+            teacher_checkpoint, factory if chief and not labels_made else None)
+    if rounds > 1:
+        teacher_checkpoint = round_dir(logdir, rounds - 1)
+        if not labels_made:
+            train_earlier_round(logdir, rounds, round_steps)
     return self_training.prepare_pseudo_labels(
         output_dir, teacher_checkpoint, unlabelled_spec, num_classes, chief=chief,
         threshold=0.0, scales=(1.0,), flip=flip, num_shards=num_shards, wait_secs=wait_secs,

@@ -142,14 +142,22 @@ class SegmentationTask(Task):
 
         A callable `teacher_checkpoint` (`@supervised_teacher`, `wss.method.teacher_stage`) is
         called here, after the split checks, with the labelled data, and replaced by the
-        directory it returns. See `wss.method.self_training.prepare_pseudo_labels` (gin:
-        `self_training.threshold`, ...).
+        directory it returns (with offline pseudo labels `prepare_offline_labels` calls it, and
+        fits the crop scorer while it trains). See
+        `wss.method.self_training.prepare_pseudo_labels` (gin: `self_training.threshold`, ...).
         """
         self.check_splits()
-        if callable(self.teacher_checkpoint) and self.mode != "supervised":
+        teacher = self.teacher_checkpoint
+        if callable(teacher) and self.mode != "supervised":
             pattern, split = self._labelled_source
-            self.teacher_checkpoint = self.teacher_checkpoint(labelled_pattern=pattern,
-                                                              labelled_split=split)
+            stage = teacher
+
+            def teacher():  # Trains the stage (or finds it cached); keeps its directory.
+                self.teacher_checkpoint = stage(labelled_pattern=pattern, labelled_split=split)
+                return self.teacher_checkpoint
+
+            if not self.offline_labels:  # The offline labels call it themselves (below).
+                teacher()
         if self.self_training:
             from wss.method import self_training
 
@@ -167,7 +175,7 @@ class SegmentationTask(Task):
             directory = self_training.pseudo_label_dir(logdir)
             steps = {} if self.round_steps is None else {"round_steps": self.round_steps}
             self.pseudo_label_summary = offline_labels.prepare_offline_labels(
-                directory, self.teacher_checkpoint, self.labelled_spec, self.unlabelled_spec,
+                directory, teacher, self.labelled_spec, self.unlabelled_spec,
                 self.num_classes, init_checkpoint=init, chief=chief, logdir=logdir, **steps)
             self.pseudo_label_spec = self_training.pseudo_label_spec(directory)
             if self.start_from_teacher and not self.start_from:
