@@ -290,8 +290,9 @@ def _train_teacher_beside_namer(train_teacher, factory):
         fit: the labels are made, or this process does not make them).
 
     Returns:
-      `(teacher_directory, factory)`: the factory now returns the namer fitted here (and the
-      crop scorer is in the cache, where an earlier round's process finds it).
+      `(teacher_directory, fitted)`: `fitted` is a factory that returns the namer fitted here
+      (the crop scorer is in the cache too, where an earlier round's process finds it), or
+      None when `factory` is None.
     """
     if factory is None:
         return train_teacher(), None
@@ -456,8 +457,9 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
                                       temperature, margin, min_pixels, min_confidence)
     labels_made = self_training.read_marker(output_dir) is not None
     if callable(teacher_checkpoint):
-        teacher_checkpoint, factory = _train_teacher_beside_namer(
+        teacher_checkpoint, fitted = _train_teacher_beside_namer(
             teacher_checkpoint, factory if chief and not labels_made else None)
+        factory = fitted or factory
     if rounds > 1:
         teacher_checkpoint = round_dir(logdir, rounds - 1)
         if not labels_made:
