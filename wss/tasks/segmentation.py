@@ -152,12 +152,13 @@ class SegmentationTask(Task):
             pattern, split = self._labelled_source
             stage = teacher
 
-            def teacher():  # Trains the stage (or finds it cached); keeps its directory.
+            def train_teacher():  # Trains the stage (or finds it cached); keeps its directory.
                 self.teacher_checkpoint = stage(labelled_pattern=pattern, labelled_split=split)
                 return self.teacher_checkpoint
 
+            teacher = train_teacher
             if not self.offline_labels:  # The offline labels call it themselves (below).
-                teacher()
+                train_teacher()
         if self.self_training:
             from wss.method import self_training
 
