@@ -3,6 +3,7 @@ supervised run sharing its checkpoint, and the stage training the teacher in a s
 
 import functools
 import os
+import subprocess
 
 import gin
 import numpy as np
@@ -57,6 +58,49 @@ def test_a_semi_run_and_its_supervised_run_name_one_teacher():
     other_data = _config_text("demo.gin", ["DATA_DIR = '/data/other'"])
     assert teacher_stage.teacher_cache_name(other_data, ["records"]) != name
     assert teacher_stage.teacher_cache_name(_config_text("demo.gin", data), ["new"]) != name
+
+
+def test_the_teacher_s_own_steps_name_the_supervised_run_of_that_many_steps():
+    """`supervised_teacher.num_steps` trains the teacher for its own steps: its key is that of
+    the supervised run of that many steps, not of the run's own."""
+    data = ["DATA_DIR = '/data/set'"]
+    own = teacher_stage.teacher_overrides(1000)
+    assert own[-1] == "train.num_steps = 1000"
+    assert teacher_stage.teacher_overrides(None) == teacher_stage.TEACHER_OVERRIDES
+    demo = _config_text("demo.gin", data + ["supervised_teacher.num_steps = 1000"])
+    name = teacher_stage.teacher_cache_name(demo, ["records"], own)
+    shorter = _config_text("demo_supervised.gin", data + ["train.num_steps = 1000"])
+    assert teacher_stage.teacher_cache_name(shorter, ["records"]) == name
+    # The run's own steps (the supervised baseline of the same bindings) are another teacher.
+    baseline = _config_text("demo_supervised.gin", data)
+    assert teacher_stage.teacher_cache_name(baseline, ["records"]) != name
+    assert teacher_stage.teacher_cache_name(
+        _config_text("demo.gin", data), ["records"]) == teacher_stage.teacher_cache_name(
+            baseline, ["records"])
+    for bad in (0, 2.5, "1000"):
+        with pytest.raises(ValueError, match="supervised_teacher.num_steps"):
+            teacher_stage.teacher_overrides(bad)
+
+
+def test_the_stage_trains_the_teacher_for_its_own_steps(tmp_path, monkeypatch, capsys):
+    """The stage's subprocess is told the teacher's steps, after the run's own bindings."""
+    commands = []
+
+    def fake_run(command, check):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(teacher_stage.subprocess, "run", fake_run)
+    gin.clear_config()
+    experiment.parse_experiment_config(gin_files=["demo.gin"],
+                                       gin_bindings=["DATA_DIR = '/data/set'"],
+                                       finalize=False)
+    teacher_stage.supervised_teacher(str(tmp_path / "none-*.tfrecord"), None,
+                                     cache_dir=str(tmp_path / "cache"), num_steps=7)
+    gin.clear_config()
+    (command,) = commands
+    assert command[-1] == "--gin_bindings=train.num_steps = 7"
+    assert "'supervised' for 7 steps once" in capsys.readouterr().out
 
 
 def test_the_data_fingerprint_sees_records_and_split_rewritten(tmp_path):

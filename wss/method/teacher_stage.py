@@ -50,7 +50,9 @@ TEACHER_OVERRIDES = (
 # not listed here is in the key (so an unlisted one that does not matter only costs a retrain).
 _KEY_IGNORES_CONFIGURABLES = frozenset({
     "PseudoLabelConfig", "StrongViewConfig", "unlabelled_dataset", "after_training",
-    "evaluate_checkpoint", "offline_pseudo_labels", "crop_classifier"})
+    "evaluate_checkpoint", "offline_pseudo_labels", "crop_classifier",
+    # Its own settings reach the key through `teacher_overrides` (its steps) or change nothing.
+    "supervised_teacher"})
 _KEY_IGNORES_SCOPES = frozenset({"unlabelled", "unlabelled_split", "val"})
 _KEY_IGNORES_PARAMETERS = frozenset({
     ("train", "unlabelled_batch_size"), ("train", "unlabelled_pattern"),
@@ -60,6 +62,25 @@ _KEY_IGNORES_PARAMETERS = frozenset({
     ("PseudoSegObjective", "teacher_mirror"), ("train", "offline_pseudo_labels")})
 
 _MARKER = "teacher.json"
+
+
+def teacher_overrides(num_steps=None):
+    """The bindings that make a run's config its teacher's: `TEACHER_OVERRIDES` and its steps.
+
+    Args:
+      num_steps: the teacher's `train.num_steps` (`supervised_teacher.num_steps`), or None
+        for the run's own.
+
+    Returns:
+      A tuple of gin binding strings.
+
+    Raises:
+      ValueError: naming `supervised_teacher.num_steps` unless it is None or a positive int.
+    """
+    if num_steps is None:
+        return TEACHER_OVERRIDES
+    config_lib.check_int("supervised_teacher.num_steps", num_steps, minimum=1)
+    return TEACHER_OVERRIDES + (f"train.num_steps = {int(num_steps)}",)
 
 
 def _statements(text, source):
@@ -139,22 +160,23 @@ def init_fingerprint(init_checkpoint):
     return [f"init: {os.path.abspath(init_checkpoint)}"] + _file_stats(init_checkpoint + "*")
 
 
-def teacher_cache_name(config_text, fingerprint):
+def teacher_cache_name(config_text, fingerprint, overrides=TEACHER_OVERRIDES):
     """The cache entry name of the supervised teacher of the run whose config is `config_text`.
 
     Args:
       config_text: the run's gin config (`gin.config_str()`), in any mode.
       fingerprint: `data_fingerprint(...)` of its labelled data and `init_fingerprint(...)` of
         its warm start.
+      overrides: the bindings that make the config the teacher's (`teacher_overrides`).
 
     Returns:
       `teacher_<12 hex digits>`: equal for a semi run and the supervised run that differs from
-      it only in `TEACHER_OVERRIDES` and in bindings left out of the key.
+      it only in `overrides` and in bindings left out of the key.
     """
     import wss
 
     bindings = _statements(config_text, "the run's gin config")
-    bindings.update(_statements("\n".join(TEACHER_OVERRIDES), "the teacher overrides"))
+    bindings.update(_statements("\n".join(overrides), "the teacher overrides"))
     digest = hashlib.sha256()
     for key in sorted(k for k in bindings if _in_key(*k)):
         digest.update(f"{key} = {bindings[key]}".encode() + b"\0")
@@ -163,14 +185,16 @@ def teacher_cache_name(config_text, fingerprint):
     return f"teacher_{digest.hexdigest()[:12]}"
 
 
-def _run_cache_name(config_text, labelled_pattern, labelled_split, init_checkpoint):
+def _run_cache_name(config_text, labelled_pattern, labelled_split, init_checkpoint,
+                    overrides=TEACHER_OVERRIDES):
     """`teacher_cache_name` of a run with this config, labelled data and warm start."""
     return teacher_cache_name(config_text, data_fingerprint(labelled_pattern, labelled_split)
-                              + init_fingerprint(init_checkpoint))
+                              + init_fingerprint(init_checkpoint), overrides)
 
 
 @gin.configurable
-def supervised_teacher(labelled_pattern, labelled_split, init_checkpoint=None, cache_dir=None):
+def supervised_teacher(labelled_pattern, labelled_split, init_checkpoint=None, cache_dir=None,
+                       num_steps=None):
     """Trains this run's supervised teacher once (cached) and returns its directory.
 
     Bound without parentheses (`train.teacher_checkpoint = @supervised_teacher`): the run's
@@ -181,15 +205,22 @@ def supervised_teacher(labelled_pattern, labelled_split, init_checkpoint=None, c
       labelled_split: the run's `train.labelled_split`.
       init_checkpoint: the run's `train.init_checkpoint` (passed by `wss.train`), for the key.
       cache_dir: the cache root (default: `wss.cache.default_cache_dir()`).
+      num_steps: the teacher's own `train.num_steps` (its poly schedule too), or None for the
+        run's. A supervised run shares its checkpoint with this stage (`train.share_as_teacher`)
+        when it trains that many steps (`demo_supervised.gin` with `train.num_steps` bound to
+        it).
 
     Returns:
       The cached teacher's log directory (its final checkpoint is the teacher).
 
     Raises:
       RuntimeError: if the teacher's training fails (its output, printed above, says why).
+      ValueError: naming `supervised_teacher.num_steps` unless it is None or a positive int.
     """
+    overrides = teacher_overrides(num_steps)
     config_text = gin.config_str()
-    name = _run_cache_name(config_text, labelled_pattern, labelled_split, init_checkpoint)
+    name = _run_cache_name(config_text, labelled_pattern, labelled_split, init_checkpoint,
+                           overrides)
     final_dir = cache.entry_dir(name, cache_dir)
     built = []
 
@@ -198,10 +229,11 @@ def supervised_teacher(labelled_pattern, labelled_split, init_checkpoint=None, c
         config_lib.dump_config(config_path, config_text)  # The text the key hashed.
         command = ([sys.executable, "-m", "wss.train", f"--gin_file={config_path}",
                     f"--logdir={directory}"]
-                   + [f"--gin_bindings={binding}" for binding in TEACHER_OVERRIDES])
+                   + [f"--gin_bindings={binding}" for binding in overrides])
+        steps = "" if num_steps is None else f" for {int(num_steps)} steps"
         print(f"Supervised teacher stage: training this run's config in train.mode="
-              f"'supervised' once, in {directory}; when it finishes it is moved to the cache "
-              f"as {final_dir}", flush=True)
+              f"'supervised'{steps} once, in {directory}; when it finishes it is moved to the "
+              f"cache as {final_dir}", flush=True)
         if subprocess.run(command, check=False).returncode != 0:
             raise RuntimeError(f"the supervised teacher stage failed: {' '.join(command)}")
         _write_marker(directory, source="teacher stage")
