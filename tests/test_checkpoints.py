@@ -179,3 +179,34 @@ def test_skip_last_layer_excludes_logits_scope(models, tmp_path):
     assert "aspp1_depthwise/depthwise_weights" in report.excluded
     assert "decoder/feature_projection0/weights" in report.excluded
     assert len(report.loaded) + len(report.excluded) == len(table)
+
+
+def test_a_checkpoint_without_the_model_s_names_raises_instead_of_restoring_nothing(
+        models, tmp_path):
+    model = models[0]
+    before = [variable.numpy().copy() for variable in model.variables]
+    # An object-based (TF2) checkpoint, as a wss run writes, under ckpt-1.
+    prefix = tf.train.Checkpoint(model=model).save(str(tmp_path / "run" / "ckpt"))
+    with pytest.raises(ValueError, match=r"none of the model's DeepLab TF1 variable names.*"
+                       r"object-based \(TF2\).*tf1/model\.ckpt"):
+        load_deeplab_checkpoint(model, prefix)
+    # Another network's TF1 names: the same error, without the TF2 hint.
+    other = write_tf1_checkpoint(str(tmp_path / "other.ckpt"),
+                                 {"resnet_v1_50/conv1/weights": np.zeros([3], np.float32)})
+    with pytest.raises(ValueError, match=r"its names begin 'resnet_v1_50/conv1/weights'"):
+        load_deeplab_checkpoint(model, other, skip_mismatch=True)
+    for variable, value in zip(model.variables, before):
+        np.testing.assert_array_equal(variable.numpy(), value)
+
+
+def test_a_checkpoint_whose_every_shared_variable_has_another_shape_raises(tmp_path):
+    source = build_deeplab(num_classes=4, width_multiplier=1 / 8, middle_flow_units=1,
+                           build_input_size=17)
+    target = build_deeplab(num_classes=4, **SMALL)
+    target_table = deeplab_name_table(target)
+    values = {name: value for name, value in random_values(deeplab_name_table(source)).items()
+              if tuple(target_table[name].shape) != value.shape}
+    prefix = write_tf1_checkpoint(str(tmp_path / "wide.ckpt"), values)
+    with pytest.raises(ValueError, match=r"every variable it shares with the model has another "
+                       r"shape.*another width or depth"):
+        load_deeplab_checkpoint(target, prefix, skip_mismatch=True)

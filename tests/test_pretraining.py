@@ -176,3 +176,16 @@ def test_pretrain_resumes_and_warm_starts_segmentation(tmp_path):
     assert len(key) == 1, key
     np.testing.assert_allclose(trained.get_tensor(key[0]), pretrained.get_tensor(entry),
                                rtol=1e-6)
+
+    # The pretraining's own (object-based) checkpoint is not a warm start: the error names the
+    # binding and the TF1-named copy to give instead, rather than training from scratch.
+    gin.clear_config()
+    experiment.parse_experiment_config(gin_files=["demo_supervised.gin"], gin_bindings=[
+        f"DATA_DIR = '{seg_dir}'", f"train.init_checkpoint = '{logdir}'",
+        "train.num_steps = 1", "train.crop_size = (33, 33)", "train.labelled_batch_size = 2",
+        "build_deeplab.width_multiplier = 0.0625", "build_deeplab.middle_flow_units = 1",
+        "make_sgc_head.attention_dim = 8", "make_strategy.devices = ['/cpu:0']"],
+        finalize=False)
+    with pytest.raises(ValueError, match=r"train\.init_checkpoint=.*holds none of the model's "
+                       r"DeepLab TF1 variable names.*tf1/model\.ckpt"):
+        trainer.train(str(tmp_path / "seg_from_tf2"))

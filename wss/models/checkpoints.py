@@ -187,6 +187,19 @@ def _plan_assignments(table, checkpoint_shapes, report, skip_mismatch, excluded)
     return assignments
 
 
+def _no_shared_names_message(path, checkpoint_shapes) -> str:
+    """Why a checkpoint with none of the model's TF1 names cannot warm-start it."""
+    sample = ", ".join(repr(name) for name in sorted(checkpoint_shapes)[:3])
+    hint = ""
+    if any("/.ATTRIBUTES/" in name for name in checkpoint_shapes):
+        directory = os.path.dirname(path)
+        hint = (" It is an object-based (TF2) checkpoint, such as a wss run's own; warm starts "
+                "take DeepLab-named ones, such as the copy that `python -m wss.pretrain` "
+                f"writes next to its own ({os.path.join(directory, 'tf1', 'model.ckpt')}).")
+    return (f"Checkpoint {path!r} holds none of the model's DeepLab TF1 variable names "
+            f"(its names begin {sample}), so nothing would be restored.{hint}")
+
+
 def _record_unmapped_names(table, checkpoint_shapes, report, excluded) -> None:
     """Files the checkpoint names no variable maps to as `ignored` or `unused` in `report`."""
     for name in sorted(checkpoint_shapes):
@@ -224,7 +237,9 @@ def load_deeplab_checkpoint(
 
     Raises:
         ValueError: On a shape mismatch without `skip_mismatch`, naming the model variable,
-            the checkpoint variable and both shapes; or if `path` is not a checkpoint.
+            the checkpoint variable and both shapes; if `path` is not a checkpoint; or if
+            it holds none of the model's TF1 names (an object-based TF2 checkpoint, another
+            network), which would restore nothing.
     """
     path, reader = _open_checkpoint(path)
     checkpoint_shapes = reader.get_variable_to_shape_map()
@@ -235,6 +250,15 @@ def load_deeplab_checkpoint(
         return skip_last_layer and any(name.startswith(scope) for scope in last_layer_scopes)
 
     assignments = _plan_assignments(table, checkpoint_shapes, report, skip_mismatch, excluded)
+    if table and not assignments and len(report.excluded) < len(table):
+        if report.skipped:
+            name, model_shape, checkpoint_shape = report.skipped[0]
+            raise ValueError(
+                f"Checkpoint {path!r}: every variable it shares with the model has another "
+                f"shape ({len(report.skipped)}, e.g. {name!r}: {list(checkpoint_shape)} in the "
+                f"checkpoint, {list(model_shape)} in the model), so nothing would be restored: "
+                f"a network of another width or depth?")
+        raise ValueError(_no_shared_names_message(path, checkpoint_shapes))
     # Read everything before assigning so that an unreadable tensor leaves the model as is.
     values = [np.asarray(reader.get_tensor(name)) for _, name in assignments]
     for (variable, name), value in zip(assignments, values):

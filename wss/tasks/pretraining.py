@@ -269,7 +269,7 @@ def pretrain(logdir, num_classes=gin.REQUIRED, train_pattern=gin.REQUIRED, train
         image_summary_every=image_summary_every, checkpoint_every=checkpoint_every,
         max_to_keep=max_to_keep, init_checkpoint=init_checkpoint, seed=seed,
         deterministic=deterministic, mixed_precision_policy=mixed_precision_policy,
-        steps_per_run=steps_per_run, strategy=strategy)
+        steps_per_run=steps_per_run, strategy=strategy, scope="pretrain")
     loop.check_options(options, "pretrain")
     result = loop.run(task, logdir, options)
     if not result["finished"] or not result["chief"]:

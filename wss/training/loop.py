@@ -77,6 +77,7 @@ class LoopOptions:
         global policy during the run only.
       steps_per_run: stop this invocation after this many steps (with a checkpoint).
       strategy: a `tf.distribute.Strategy`; None builds `make_strategy()` (gin).
+      scope: the gin scope of these options (`train`, `pretrain`), named in errors.
     """
 
     num_steps: int = 30000
@@ -91,6 +92,7 @@ class LoopOptions:
     mixed_precision_policy: Optional[str] = None
     steps_per_run: Optional[int] = None
     strategy: Optional[tf.distribute.Strategy] = None
+    scope: str = "train"
 
 
 class _SigtermFlag:
@@ -258,8 +260,13 @@ class _Progress:
                 self.task.write_image_summaries(images)
 
 
-def _restore_or_warm_start(task, checkpoint, resume_path, optimizer, init_checkpoint, logdir):
-    """Resumes, or starts the task from an earlier run it chose, or warm-starts it, or not."""
+def _restore_or_warm_start(task, checkpoint, resume_path, optimizer, init_checkpoint, logdir,
+                           scope="train"):
+    """Resumes, or starts the task from an earlier run it chose, or warm-starts it, or not.
+
+    Raises:
+      ValueError: naming `{scope}.init_checkpoint` when the warm start cannot restore it.
+    """
     if resume_path:
         hint = f"see {os.path.join(logdir, CONFIG_FILENAME)}"
         checkpointing.restore_checkpoint(checkpoint, resume_path, config_hint=hint)
@@ -273,7 +280,10 @@ def _restore_or_warm_start(task, checkpoint, resume_path, optimizer, init_checkp
     elif init_checkpoint:
         if callable(init_checkpoint):  # E.g. the cached pretraining, built on first use.
             init_checkpoint = init_checkpoint()
-        summary = task.warm_start(init_checkpoint)
+        try:
+            summary = task.warm_start(init_checkpoint)
+        except ValueError as error:
+            raise ValueError(f"{scope}.init_checkpoint={init_checkpoint!r}: {error}") from error
         print(f"Warm start from {init_checkpoint}: {summary}", flush=True)
 
 
@@ -408,7 +418,7 @@ def _run_locked(task, logdir, save_dir, strategy, options, iterators):
     checkpoint = tf.train.Checkpoint(optimizer=optimizer, **task.checkpoint_objects())
     manager = tf.train.CheckpointManager(checkpoint, save_dir, max_to_keep=options.max_to_keep)
     _restore_or_warm_start(task, checkpoint, resume_path, optimizer, options.init_checkpoint,
-                           logdir)
+                           logdir, options.scope)
     if is_chief(strategy):
         _write_text(os.path.join(logdir, CONFIG_FILENAME), gin.config_str())
     result = _train_steps(task, strategy, optimizer, manager, iterators, logdir, save_dir,
