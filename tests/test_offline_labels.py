@@ -271,6 +271,32 @@ def test_offline_run_labels_trains_and_reuses(tiny_data, tmp_path, capsys):
                    extra=extra + ["offline_pseudo_labels.min_confidence = 0.9"])
     with pytest.raises(ValueError, match="offline_min_confidence"):
         trainer.train(student_dir)
+    assert "offline_match_background" not in summary["settings"]
+    assert "background_bias" not in summary
+    gin.clear_config()
+    configure_demo("demo.gin", tiny_data, steps=3,
+                   extra=extra + ["offline_pseudo_labels.match_background = True"])
+    with pytest.raises(ValueError, match="offline_match_background"):
+        trainer.train(student_dir)
+    gin.clear_config()
+    configure_demo("demo.gin", tiny_data, steps=3,
+                   extra=extra + ["offline_pseudo_labels.match_background = 1"])
+    with pytest.raises(ValueError, match="offline_pseudo_labels.match_background"):
+        trainer.train(student_dir)
+
+
+def test_the_labelled_background_share_counts_the_masks_known_pixels(tiny_data):
+    from wss.data import pipeline
+
+    spec = pipeline.DatasetSpec(os.path.join(tiny_data, "train-*.tfrecord"),
+                                os.path.join(tiny_data, "labelled_1_16.txt"))
+    ids = set(splits.read_split_file(os.path.join(tiny_data, "labelled_1_16.txt")))
+    masks = [ex["label"] for ex in records.read_examples(
+        os.path.join(tiny_data, "train-*.tfrecord"), NUM_CLASSES) if ex["id"] in ids]
+    known = np.concatenate([mask[mask != IGNORE_LABEL] for mask in masks])
+    share = offline_labels.labelled_background_share(spec, NUM_CLASSES)
+    assert share == pytest.approx(np.mean(known == 0), abs=1e-12)
+    assert 0.0 < share < 1.0
 
 
 @pytest.mark.parametrize("extra, match", [

@@ -309,3 +309,56 @@ def test_missing_teacher_checkpoint_is_named(tiny_data, tmp_path):
               extra=[f"train.teacher_checkpoint = '{own}'"])
     with pytest.raises(ValueError, match="own --logdir"):
         trainer.train(own)
+
+
+def test_the_background_bias_gives_the_wanted_background_share():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(40, 50, 4)) * 2.0
+    logits[..., 0] += 1.5  # A teacher that prefers the background.
+    probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    ratios = self_training.background_log_ratios(probabilities, max_pixels=10 ** 6)
+    expected = np.log(probabilities[..., 0]) - np.log(probabilities[..., 1:].max(-1))
+    np.testing.assert_allclose(ratios, expected.ravel(), rtol=1e-10)
+    # A strided sample: every 2nd row and column for at most 500 of the 2000 pixels.
+    assert len(self_training.background_log_ratios(probabilities, max_pixels=500)) == 500
+    for share in (0.3, 0.5, 0.8):
+        bias = self_training.background_bias_for_share(ratios, share)
+        adjusted = self_training.with_background_bias(
+            tf.constant(probabilities, tf.float64), bias).numpy()
+        # Reference: the background's probability divided by exp(bias), renormalised.
+        scaled = probabilities * np.array([np.exp(-bias), 1.0, 1.0, 1.0])
+        np.testing.assert_allclose(adjusted, scaled / scaled.sum(-1, keepdims=True),
+                                   rtol=1e-12)
+        assert np.mean(adjusted.argmax(-1) == 0) == pytest.approx(share, abs=1e-3)
+    assert (self_training.background_bias_for_share(ratios, 0.9)
+            < self_training.background_bias_for_share(ratios, 0.5))
+    unchanged = self_training.with_background_bias(tf.constant(probabilities, tf.float32), 0.0)
+    np.testing.assert_allclose(unchanged.numpy(), probabilities, rtol=1e-6)
+
+
+def test_the_writer_biases_the_background_to_the_share_it_is_given(tiny_data, tmp_path):
+    teacher = LinearTeacher()
+    spec = unlabelled_spec(tiny_data)
+    plain = self_training.write_pseudo_labels(teacher, spec, NUM_CLASSES, str(tmp_path / "a"),
+                                              threshold=0.0, num_shards=1)
+    assert "background_bias" not in plain
+    written = records.read_examples(str(tmp_path / "a" / "train-*.tfrecord"), NUM_CLASSES)
+    plain_share = np.mean(np.concatenate([(ex["label"] == 0).ravel() for ex in written]))
+    target = plain_share + 0.1
+    summary = self_training.write_pseudo_labels(
+        teacher, spec, NUM_CLASSES, str(tmp_path / "b"), threshold=0.0, num_shards=1,
+        background_share=target, prior_images=1000)
+    assert summary["background_share_target"] == target
+    assert summary["background_bias"] < 0  # More background than the teacher's argmax.
+    written = records.read_examples(str(tmp_path / "b" / "train-*.tfrecord"), NUM_CLASSES)
+    # Every image took part in the first pass: the share holds over all of them, up to the
+    # pixels tied at the quantile and float32 against float64.
+    share = np.mean(np.concatenate([(ex["label"] == 0).ravel() for ex in written]))
+    assert share == pytest.approx(target, abs=0.01)
+    for ex in written[:5]:  # Each label is the argmax of the biased probabilities.
+        probabilities = teacher.probabilities_np(ex["image"])
+        probabilities[..., 0] *= np.exp(-summary["background_bias"])
+        expected = probabilities.argmax(-1)
+        top2 = np.sort(probabilities, -1)[..., -2:]
+        edge = top2[..., 1] - top2[..., 0] < 1e-4 * top2[..., 1]
+        assert not np.any((ex["label"] != expected) & ~edge), ex["id"]

@@ -80,6 +80,63 @@ def hard_pseudo_labels(probabilities, threshold):
     return tf.where(keep, labels, tf.fill(tf.shape(labels), IGNORE_LABEL)), keep
 
 
+def background_log_ratios(probabilities, max_pixels=4096):
+    """log p(background) - log max p(foreground) of (a strided sample of) an image's pixels.
+
+    A pixel is labelled background exactly when its ratio is above the background bias
+    (`with_background_bias`), so the background share of labels made with bias `b` is the
+    share of ratios above `b`.
+
+    Args:
+      probabilities: float `[H, W, C]` class probabilities (class 0 the background).
+      max_pixels: at most about this many pixels, taken on a regular grid.
+
+    Returns:
+      float64 `[N]`.
+    """
+    probabilities = np.asarray(probabilities, np.float64)
+    height, width = probabilities.shape[:2]
+    stride = max(1, int(np.ceil(np.sqrt(height * width / max_pixels))))
+    sample = probabilities[::stride, ::stride].reshape(-1, probabilities.shape[-1])
+    tiny = 1e-12
+    return (np.log(np.maximum(sample[:, 0], tiny))
+            - np.log(np.maximum(sample[:, 1:].max(-1), tiny)))
+
+
+def background_bias_for_share(log_ratios, share):
+    """The background bias whose labels have `share` background pixels (over the sample).
+
+    Args:
+      log_ratios: float `[N]` from `background_log_ratios`.
+      share: the wanted background share, in (0, 1).
+
+    Returns:
+      float: `b` such that the share of ratios above `b` is `share`: positive when the
+      teacher labels more background than that, negative when less.
+    """
+    return float(np.quantile(np.asarray(log_ratios, np.float64), 1.0 - share))
+
+
+def with_background_bias(probabilities, bias):
+    """Probabilities with the background's divided by `exp(bias)`, renormalised.
+
+    Args:
+      probabilities: float `[..., C]` (class 0 the background).
+      bias: a float scalar (0 leaves them unchanged).
+
+    Returns:
+      float `[..., C]` of the same dtype.
+    """
+    probabilities = tf.convert_to_tensor(probabilities)
+    dtype = probabilities.dtype
+    bias = tf.cast(bias, dtype) if tf.is_tensor(bias) else tf.constant(bias, dtype)
+    scale = tf.exp(-bias)
+    num_classes = tf.shape(probabilities)[-1]
+    factors = tf.concat([scale[None], tf.ones([num_classes - 1], probabilities.dtype)], 0)
+    scaled = probabilities * factors
+    return scaled / tf.reduce_sum(scaled, axis=-1, keepdims=True)
+
+
 def _encoded_image(serialized):
     parsed = tf.io.parse_single_example(serialized, {
         records.IMAGE_ENCODED: tf.io.FixedLenFeature((), tf.string, ""),
@@ -87,8 +144,34 @@ def _encoded_image(serialized):
     return parsed[records.IMAGE_ENCODED], parsed[records.IMAGE_FILENAME]
 
 
+def _background_bias(predict, spec, num_classes, share, prior_images):
+    """The background bias that gives `predict`'s labels `share` background (first pass).
+
+    Args:
+      predict: `write_pseudo_labels`'s prediction function of (images, bias).
+      spec: the images to label.
+      num_classes: classes including background.
+      share: the wanted background share, in (0, 1).
+      prior_images: at most this many images, evenly spaced over `spec`.
+
+    Returns:
+      The bias, a float.
+    """
+    count = int(pipeline.read_records(spec, check_ids=False).reduce(
+        np.int64(0), lambda total, _: total + 1))
+    step = max(1, count // max(1, prior_images))
+    dataset = pipeline.eval_dataset(spec, num_classes=num_classes, batch_size=1).shard(step, 0)
+    ratios = [background_log_ratios(predict(batch["image"], tf.constant(0.0))[2][0].numpy())
+              for batch in dataset.take(prior_images)]
+    bias = background_bias_for_share(np.concatenate(ratios), share) if ratios else 0.0
+    print(f"Pseudo labels: background bias {bias:+.3f} for a {share:.1%} background share "
+          f"(the teacher's argmax on {len(ratios)} images)", flush=True)
+    return bias
+
+
 def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, scales=(1.0,),
-                        flip=False, num_shards=4, log_every=500, relabel=None):
+                        flip=False, num_shards=4, log_every=500, relabel=None,
+                        background_share=None, prior_images=256):
     """Predicts every image of `spec` with `model` and writes the hard pseudo labels.
 
     Images are read by `wss.data.pipeline.eval_dataset` and predicted at full resolution by
@@ -110,26 +193,40 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
       relabel: None, or a function of (image `[H, W, 3]`, teacher probabilities `[H, W, C]`)
         that returns the labels `[H, W]` to keep instead of the teacher's argmax (the kept
         pixels are still those of `threshold`; `wss.method.object_naming.CropNamer`).
+      background_share: None, or the share of background the labels should have (e.g. that
+        of the labelled masks): a first pass over up to `prior_images` of the images, evenly
+        spaced, finds the background bias that gives the teacher's argmax this share
+        (`background_bias_for_share`), and every image's probabilities are divided by it
+        (`with_background_bias`) before the argmax, the threshold and `relabel`.
+      prior_images: images of that first pass.
 
     Returns:
       dict with `num_images`, `num_pixels`, `kept_pixels`, `kept_fraction` and, over the kept
       pixels of records that have a mask, `scored_pixels` and `accuracy` (None without masks);
       with `relabel` also `teacher_accuracy` (the teacher's argmax on the same pixels) and,
       over the foreground pixels of the masks, `foreground_accuracy` and
-      `teacher_foreground_accuracy`.
+      `teacher_foreground_accuracy`; with `background_share` also `background_bias` and
+      `background_share_target`.
 
     Raises:
       RuntimeError: if the image stream and the records fall out of step (never expected).
     """
     from wss.evaluation import evaluator as evaluation
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
-    def predict(images):
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
+                                  tf.TensorSpec([], tf.float32)])
+    def predict(images, bias):
         probabilities = evaluation.predict_probabilities(model, images, scales, flip)
+        if background_share is not None:  # Else exactly the teacher's probabilities.
+            probabilities = with_background_bias(probabilities, bias)
         labels, keep = hard_pseudo_labels(probabilities, threshold)
         return labels, keep, probabilities
 
     images = pipeline.eval_dataset(spec, num_classes=num_classes, batch_size=1)
+    bias = tf.constant(0.0)
+    if background_share is not None:
+        bias = tf.constant(_background_bias(predict, spec, num_classes, background_share,
+                                            prior_images), tf.float32)
     encoded = pipeline.read_records(spec, check_ids=False).map(
         tf.autograph.experimental.do_not_convert(_encoded_image))
     counts = {"num_images": 0, "num_pixels": 0, "kept_pixels": 0, "scored_pixels": 0,
@@ -143,7 +240,7 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
                 raise RuntimeError(f"pseudo labels: the image stream is at "
                                    f"{batch['filename'][0].numpy()!r}, the records at "
                                    f"{filename!r}")
-            labels, keep, probabilities = predict(batch["image"])
+            labels, keep, probabilities = predict(batch["image"], bias)
             labels, keep = labels[0].numpy(), keep[0].numpy()
             teacher_labels, teacher_keep = labels, keep
             if relabel is not None:
@@ -179,6 +276,9 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
     summary["kept_fraction"] = counts["kept_pixels"] / max(counts["num_pixels"], 1)
     summary["accuracy"] = (counts["correct_pixels"] / counts["scored_pixels"]
                            if counts["scored_pixels"] else None)
+    if background_share is not None:
+        summary["background_share_target"] = float(background_share)
+        summary["background_bias"] = float(bias)
     if relabel is not None:
         scored, foreground = counts["scored_pixels"], counts["foreground_pixels"]
         summary["teacher_accuracy"] = (counts["teacher_correct_pixels"] / scored
@@ -216,6 +316,9 @@ def _describe(summary):
     if summary.get("accuracy") is not None:
         text += (f", {summary['accuracy'] * 100:.1f}% of the kept pixels right (against the "
                  "unlabelled records' masks)")
+    if summary.get("background_bias") is not None:
+        text += (f", background bias {summary['background_bias']:+.3f} (for a "
+                 f"{summary['background_share_target'] * 100:.1f}% background share)")
     if summary.get("foreground_accuracy") is not None:
         text += (f"; the foreground named right: {summary['foreground_accuracy'] * 100:.1f}% "
                  f"(the teacher's argmax: "
@@ -296,7 +399,7 @@ def _check_settings(threshold, scales, num_shards):
 
 
 def _label_with_teacher(checkpoint, spec, num_classes, output_dir, threshold, scales, flip,
-                        num_shards, relabel_factory=None):
+                        num_shards, relabel_factory=None, background_share=None):
     """Restores the teacher in float32 and writes its labels; the previous policy is restored.
 
     Returns:
@@ -308,7 +411,8 @@ def _label_with_teacher(checkpoint, spec, num_classes, output_dir, threshold, sc
         teacher = _load_teacher(checkpoint, num_classes)
         relabel, report = (None, {}) if relabel_factory is None else relabel_factory()
         summary = write_pseudo_labels(teacher, spec, num_classes, output_dir, threshold, scales,
-                                      flip, num_shards, relabel=relabel)
+                                      flip, num_shards, relabel=relabel,
+                                      background_share=background_share)
         summary.update(report)
         return summary
     finally:
@@ -316,7 +420,7 @@ def _label_with_teacher(checkpoint, spec, num_classes, output_dir, threshold, sc
 
 
 def _make_pseudo_labels(output_dir, checkpoint, spec, num_classes, settings, threshold, scales,
-                        flip, num_shards, relabel_factory=None):
+                        flip, num_shards, relabel_factory=None, background_share=None):
     """The chief's write: clears an incomplete `output_dir`, labels, then writes the marker.
 
     Returns:
@@ -334,7 +438,7 @@ def _make_pseudo_labels(output_dir, checkpoint, spec, num_classes, settings, thr
           f"{pipeline.describe_spec(spec)}", flush=True)
     start = time.time()
     summary = _label_with_teacher(checkpoint, spec, num_classes, output_dir, threshold, scales,
-                                  flip, num_shards, relabel_factory)
+                                  flip, num_shards, relabel_factory, background_share)
     if summary["num_images"] == 0:
         raise ValueError(f"no unlabelled image to pseudo-label in "
                          f"{pipeline.describe_spec(spec)}")
@@ -350,10 +454,11 @@ def _make_pseudo_labels(output_dir, checkpoint, spec, num_classes, settings, thr
 
 @gin.configurable("self_training",
                   denylist=["output_dir", "teacher_checkpoint", "spec", "num_classes", "chief",
-                            "relabel_factory", "extra_settings"])
+                            "relabel_factory", "extra_settings", "background_share"])
 def prepare_pseudo_labels(output_dir, teacher_checkpoint, spec, num_classes, chief=True,
                           threshold=0.5, scales=(1.0,), flip=False, num_shards=4,
-                          wait_secs=7200, relabel_factory=None, extra_settings=None):
+                          wait_secs=7200, relabel_factory=None, extra_settings=None,
+                          background_share=None):
     """Makes the offline pseudo labels of a self-training run once, or reuses them.
 
     The chief reuses complete labels in `output_dir` (those with the marker), or removes an
@@ -380,6 +485,8 @@ def prepare_pseudo_labels(output_dir, teacher_checkpoint, spec, num_classes, chi
         `relabel` and a dict added to the marker (`wss.method.offline_labels`).
       extra_settings: a dict of further settings the labels depend on, stored in the marker
         and compared on reuse like the others.
+      background_share: None, or the background share the labels are biased to
+        (`write_pseudo_labels`; `wss.method.offline_labels`'s `match_background`).
 
     Returns:
       The marker dict: `settings`, `teacher_checkpoint_path` (the checkpoint used) and the
@@ -402,4 +509,4 @@ def prepare_pseudo_labels(output_dir, teacher_checkpoint, spec, num_classes, chi
         return marker
     checkpoint = resolve_teacher(teacher_checkpoint)
     return _make_pseudo_labels(output_dir, checkpoint, spec, num_classes, settings, threshold,
-                               scales, flip, num_shards, relabel_factory)
+                               scales, flip, num_shards, relabel_factory, background_share)
