@@ -263,8 +263,8 @@ def test_offline_run_labels_trains_and_reuses(tiny_data, tmp_path, capsys):
             ("offline_pseudo_labels.min_confidence = 1.5",
              "offline_pseudo_labels.min_confidence=1.5"),
             ("offline_pseudo_labels.min_confidence = 0.9", "offline_min_confidence"),
-            ("offline_pseudo_labels.match_background = True", "offline_match_background"),
-            ("offline_pseudo_labels.match_background = 1",
+            ("offline_pseudo_labels.match_background = 'ignore'", "offline_match_background"),
+            ("offline_pseudo_labels.match_background = True",
              "offline_pseudo_labels.match_background")]:
         gin.clear_config()
         configure_demo("demo.gin", tiny_data, steps=3, extra=extra + [binding])

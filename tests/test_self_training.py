@@ -362,3 +362,30 @@ def test_the_writer_biases_the_background_to_the_share_it_is_given(tiny_data, tm
         top2 = np.sort(probabilities, -1)[..., -2:]
         edge = top2[..., 1] - top2[..., 0] < 1e-4 * top2[..., 1]
         assert not np.any((ex["label"] != expected) & ~edge), ex["id"]
+
+
+def test_the_writer_can_ignore_the_pixels_the_background_bias_would_change(tiny_data, tmp_path):
+    teacher = LinearTeacher()
+    spec = unlabelled_spec(tiny_data)
+    target = 0.5
+    summary = self_training.write_pseudo_labels(
+        teacher, spec, NUM_CLASSES, str(tmp_path), threshold=0.0, num_shards=1,
+        background_share=target, background_mode="ignore", prior_images=1000)
+    bias = summary["background_bias"]
+    assert summary["background_mode"] == "ignore" and summary["kept_fraction"] < 1.0
+    written = records.read_examples(str(tmp_path / "train-*.tfrecord"), NUM_CLASSES)
+    ignored = 0
+    for ex in written:
+        probabilities = teacher.probabilities_np(ex["image"])
+        ratio = np.log(probabilities[..., 0]) - np.log(probabilities[..., 1:].max(-1))
+        band = (ratio > min(bias, 0.0)) & (ratio <= max(bias, 0.0))
+        expected = np.where(band, IGNORE_LABEL, probabilities.argmax(-1))
+        edge = (np.abs(ratio) < 1e-4) | (np.abs(ratio - bias) < 1e-4)
+        top2 = np.sort(probabilities, -1)[..., -2:]
+        edge |= top2[..., 1] - top2[..., 0] < 1e-4 * top2[..., 1]
+        assert not np.any((ex["label"] != expected) & ~edge), ex["id"]
+        ignored += int(np.sum(ex["label"] == IGNORE_LABEL))
+    assert ignored == summary["num_pixels"] - summary["kept_pixels"] > 0
+    with pytest.raises(ValueError, match="background_mode"):
+        self_training.write_pseudo_labels(teacher, spec, NUM_CLASSES, str(tmp_path / "x"),
+                                          background_share=0.5, background_mode="drop")

@@ -144,6 +144,24 @@ def _encoded_image(serialized):
     return parsed[records.IMAGE_ENCODED], parsed[records.IMAGE_FILENAME]
 
 
+def background_band(probabilities, bias):
+    """The pixels whose argmax the background bias changes (to or from the background).
+
+    Args:
+      probabilities: float `[..., C]` (class 0 the background), not biased.
+      bias: a float scalar (`background_bias_for_share`).
+
+    Returns:
+      bool `[...]`: where `log p_0 - log max_{c>0} p_c` lies between 0 and `bias`.
+    """
+    probabilities = tf.convert_to_tensor(probabilities)
+    tiny = tf.constant(1e-12, probabilities.dtype)
+    ratio = (tf.math.log(tf.maximum(probabilities[..., 0], tiny))
+             - tf.math.log(tf.maximum(tf.reduce_max(probabilities[..., 1:], axis=-1), tiny)))
+    bias = tf.cast(bias, probabilities.dtype)
+    return (ratio > tf.minimum(bias, 0.0)) & (ratio <= tf.maximum(bias, 0.0))
+
+
 def _background_bias(predict, spec, num_classes, share, prior_images):
     """The background bias that gives `predict`'s labels `share` background (first pass).
 
@@ -171,7 +189,7 @@ def _background_bias(predict, spec, num_classes, share, prior_images):
 
 def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, scales=(1.0,),
                         flip=False, num_shards=4, log_every=500, relabel=None,
-                        background_share=None, prior_images=256):
+                        background_share=None, background_mode="bias", prior_images=256):
     """Predicts every image of `spec` with `model` and writes the hard pseudo labels.
 
     Images are read by `wss.data.pipeline.eval_dataset` and predicted at full resolution by
@@ -197,7 +215,10 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
         of the labelled masks): a first pass over up to `prior_images` of the images, evenly
         spaced, finds the background bias that gives the teacher's argmax this share
         (`background_bias_for_share`), and every image's probabilities are divided by it
-        (`with_background_bias`) before the argmax, the threshold and `relabel`.
+        (`with_background_bias`) before the argmax, the threshold and `relabel`
+        (`background_mode` 'bias'), or the pixels whose argmax it would change get the
+        ignore label after them (`background_band`; 'ignore').
+      background_mode: 'bias' or 'ignore', as above.
       prior_images: images of that first pass.
 
     Returns:
@@ -213,14 +234,19 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
     """
     from wss.evaluation import evaluator as evaluation
 
+    config_lib.check_choice("background_mode", background_mode, ("bias", "ignore"))
+    biased = background_share is not None and background_mode == "bias"
+    banded = background_share is not None and background_mode == "ignore"
+
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32),
                                   tf.TensorSpec([], tf.float32)])
     def predict(images, bias):
         probabilities = evaluation.predict_probabilities(model, images, scales, flip)
-        if background_share is not None:  # Else exactly the teacher's probabilities.
+        band = background_band(probabilities, bias)
+        if biased:  # Else exactly the teacher's probabilities.
             probabilities = with_background_bias(probabilities, bias)
         labels, keep = hard_pseudo_labels(probabilities, threshold)
-        return labels, keep, probabilities
+        return labels, keep, probabilities, band
 
     images = pipeline.eval_dataset(spec, num_classes=num_classes, batch_size=1)
     bias = tf.constant(0.0)
@@ -240,7 +266,7 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
                 raise RuntimeError(f"pseudo labels: the image stream is at "
                                    f"{batch['filename'][0].numpy()!r}, the records at "
                                    f"{filename!r}")
-            labels, keep, probabilities = predict(batch["image"], bias)
+            labels, keep, probabilities, band = predict(batch["image"], bias)
             labels, keep = labels[0].numpy(), keep[0].numpy()
             teacher_labels, teacher_keep = labels, keep
             if relabel is not None:
@@ -248,6 +274,9 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
                 renamed = relabel(batch["image"][0].numpy(), probabilities[0].numpy())
                 labels = np.where(keep, renamed, IGNORE_LABEL).astype(labels.dtype)
                 keep = labels != IGNORE_LABEL  # The renaming may leave regions unnamed.
+            if banded:
+                labels = np.where(band[0].numpy(), IGNORE_LABEL, labels).astype(labels.dtype)
+                keep = labels != IGNORE_LABEL
             counts["num_images"] += 1
             counts["num_pixels"] += keep.size
             counts["kept_pixels"] += int(keep.sum())
@@ -279,6 +308,7 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
     if background_share is not None:
         summary["background_share_target"] = float(background_share)
         summary["background_bias"] = float(bias)
+        summary["background_mode"] = background_mode
     if relabel is not None:
         scored, foreground = counts["scored_pixels"], counts["foreground_pixels"]
         summary["teacher_accuracy"] = (counts["teacher_correct_pixels"] / scored
@@ -399,7 +429,8 @@ def _check_settings(threshold, scales, num_shards):
 
 
 def _label_with_teacher(checkpoint, spec, num_classes, output_dir, threshold, scales, flip,
-                        num_shards, relabel_factory=None, background_share=None):
+                        num_shards, relabel_factory=None, background_share=None,
+                        background_mode="bias"):
     """Restores the teacher in float32 and writes its labels; the previous policy is restored.
 
     Returns:
@@ -412,7 +443,8 @@ def _label_with_teacher(checkpoint, spec, num_classes, output_dir, threshold, sc
         relabel, report = (None, {}) if relabel_factory is None else relabel_factory()
         summary = write_pseudo_labels(teacher, spec, num_classes, output_dir, threshold, scales,
                                       flip, num_shards, relabel=relabel,
-                                      background_share=background_share)
+                                      background_share=background_share,
+                                      background_mode=background_mode)
         summary.update(report)
         return summary
     finally:
@@ -420,7 +452,8 @@ def _label_with_teacher(checkpoint, spec, num_classes, output_dir, threshold, sc
 
 
 def _make_pseudo_labels(output_dir, checkpoint, spec, num_classes, settings, threshold, scales,
-                        flip, num_shards, relabel_factory=None, background_share=None):
+                        flip, num_shards, relabel_factory=None, background_share=None,
+                        background_mode="bias"):
     """The chief's write: clears an incomplete `output_dir`, labels, then writes the marker.
 
     Returns:
@@ -438,7 +471,8 @@ def _make_pseudo_labels(output_dir, checkpoint, spec, num_classes, settings, thr
           f"{pipeline.describe_spec(spec)}", flush=True)
     start = time.time()
     summary = _label_with_teacher(checkpoint, spec, num_classes, output_dir, threshold, scales,
-                                  flip, num_shards, relabel_factory, background_share)
+                                  flip, num_shards, relabel_factory, background_share,
+                                  background_mode)
     if summary["num_images"] == 0:
         raise ValueError(f"no unlabelled image to pseudo-label in "
                          f"{pipeline.describe_spec(spec)}")
@@ -454,11 +488,12 @@ def _make_pseudo_labels(output_dir, checkpoint, spec, num_classes, settings, thr
 
 @gin.configurable("self_training",
                   denylist=["output_dir", "teacher_checkpoint", "spec", "num_classes", "chief",
-                            "relabel_factory", "extra_settings", "background_share"])
+                            "relabel_factory", "extra_settings", "background_share",
+                            "background_mode"])
 def prepare_pseudo_labels(output_dir, teacher_checkpoint, spec, num_classes, chief=True,
                           threshold=0.5, scales=(1.0,), flip=False, num_shards=4,
                           wait_secs=7200, relabel_factory=None, extra_settings=None,
-                          background_share=None):
+                          background_share=None, background_mode="bias"):
     """Makes the offline pseudo labels of a self-training run once, or reuses them.
 
     The chief reuses complete labels in `output_dir` (those with the marker), or removes an
@@ -485,8 +520,9 @@ def prepare_pseudo_labels(output_dir, teacher_checkpoint, spec, num_classes, chi
         `relabel` and a dict added to the marker (`wss.method.offline_labels`).
       extra_settings: a dict of further settings the labels depend on, stored in the marker
         and compared on reuse like the others.
-      background_share: None, or the background share the labels are biased to
-        (`write_pseudo_labels`; `wss.method.offline_labels`'s `match_background`).
+      background_share: None, or the background share the labels are matched to, and
+      background_mode: how ('bias' or 'ignore'; `write_pseudo_labels`;
+        `wss.method.offline_labels`'s `match_background`).
 
     Returns:
       The marker dict: `settings`, `teacher_checkpoint_path` (the checkpoint used) and the
@@ -509,4 +545,5 @@ def prepare_pseudo_labels(output_dir, teacher_checkpoint, spec, num_classes, chi
         return marker
     checkpoint = resolve_teacher(teacher_checkpoint)
     return _make_pseudo_labels(output_dir, checkpoint, spec, num_classes, settings, threshold,
-                               scales, flip, num_shards, relabel_factory, background_share)
+                               scales, flip, num_shards, relabel_factory, background_share,
+                               background_mode)
