@@ -496,12 +496,12 @@ def prepare_offline_labels(output_dir, teacher_checkpoint, labelled_spec, unlabe
 
         factory = _crop_namer_factory(labelled_spec, num_classes, make_scorer, crop_size,
                                       temperature, margin, min_pixels, min_confidence)
+    labels_made = self_training.read_marker(output_dir) is not None
     background_share = None
     if match_background:  # Only when set, so labels made before the setting still match.
         settings["offline_match_background"] = match_background
-        if chief and self_training.read_marker(output_dir) is None:
+        if chief and not labels_made:
             background_share = labelled_background_share(labelled_spec, num_classes)
-    labels_made = self_training.read_marker(output_dir) is not None
     if callable(teacher_checkpoint):
         teacher_checkpoint, fitted = _train_teacher_beside_namer(
             teacher_checkpoint, factory if chief and not labels_made else None)

@@ -242,7 +242,8 @@ def write_pseudo_labels(model, spec, num_classes, output_dir, threshold=0.5, sca
                                   tf.TensorSpec([], tf.float32)])
     def predict(images, bias):
         probabilities = evaluation.predict_probabilities(model, images, scales, flip)
-        band = background_band(probabilities, bias)
+        # The band only matters in 'ignore' mode: skip its ops on the default path.
+        band = background_band(probabilities, bias) if banded else tf.zeros([], tf.bool)
         if biased:  # Else exactly the teacher's probabilities.
             probabilities = with_background_bias(probabilities, bias)
         labels, keep = hard_pseudo_labels(probabilities, threshold)
