@@ -226,7 +226,10 @@ def test_offline_run_labels_trains_and_reuses(tiny_data, tmp_path, capsys):
     for key in ("loss_s", "loss_u", "loss_x", "loss_sa", "loss_total"):
         assert np.isfinite(result[key]), (key, result[key])
     summary = result["offline_pseudo_labels"]
-    assert summary["num_images"] == 60 and summary["kept_fraction"] == 1.0
+    # demo.gin's match_background = 'ignore' leaves the background band unlabelled.
+    assert summary["num_images"] == 60 and 0.0 < summary["kept_fraction"] <= 1.0
+    assert summary["settings"]["offline_match_background"] == "ignore"
+    assert summary["background_mode"] == "ignore" and np.isfinite(summary["background_bias"])
     assert summary["reference_objects"] > 0
     assert "fine-tuned on the labelled objects' crops (3 steps" in summary["crop_features"]
     assert summary["settings"]["offline_crop_size"] == [17, 17]
@@ -256,14 +259,13 @@ def test_offline_run_labels_trains_and_reuses(tiny_data, tmp_path, capsys):
     # Other settings, out-of-range values and settings recorded only when set (labels made
     # before such a setting existed still match) are named.
     assert "offline_min_confidence" not in summary["settings"]
-    assert "offline_match_background" not in summary["settings"]
-    assert "background_bias" not in summary
     for binding, match in [
             ("offline_pseudo_labels.temperature = 0.5", "offline_temperature"),
             ("offline_pseudo_labels.min_confidence = 1.5",
              "offline_pseudo_labels.min_confidence=1.5"),
             ("offline_pseudo_labels.min_confidence = 0.9", "offline_min_confidence"),
-            ("offline_pseudo_labels.match_background = 'ignore'", "offline_match_background"),
+            ("offline_pseudo_labels.match_background = None",
+             "offline_match_background 'ignore' \\(this run: unset\\)"),
             ("offline_pseudo_labels.match_background = True",
              "offline_pseudo_labels.match_background")]:
         gin.clear_config()

@@ -333,6 +333,9 @@ def _check_reusable(directory, marker, settings):
     stored = marker.get("settings", {})
     differences = [f"{key} {stored.get(key)!r} (this run: {value!r})"
                    for key, value in settings.items() if stored.get(key) != value]
+    # A setting recorded only when set (e.g. offline_match_background) and unset in this run.
+    differences += [f"{key} {value!r} (this run: unset)" for key, value in stored.items()
+                    if key not in settings]
     if differences:
         raise ValueError(
             f"{directory} holds pseudo labels made with other settings: "
