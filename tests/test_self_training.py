@@ -334,6 +334,12 @@ def test_the_background_bias_gives_the_wanted_background_share():
             < self_training.background_bias_for_share(ratios, 0.5))
     unchanged = self_training.with_background_bias(tf.constant(probabilities, tf.float32), 0.0)
     np.testing.assert_allclose(unchanged.numpy(), probabilities, rtol=1e-6)
+    # The band is exactly the pixels whose argmax the bias moves to or from the background.
+    for bias in (-0.7, 0.0, 0.9):
+        band = self_training.background_band(tf.constant(probabilities, tf.float64), bias)
+        moved = self_training.with_background_bias(
+            tf.constant(probabilities, tf.float64), bias).numpy().argmax(-1)
+        np.testing.assert_array_equal(band.numpy(), moved != probabilities.argmax(-1))
 
 
 def test_the_writer_biases_the_background_to_the_share_it_is_given(tiny_data, tmp_path):

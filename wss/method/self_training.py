@@ -80,6 +80,21 @@ def hard_pseudo_labels(probabilities, threshold):
     return tf.where(keep, labels, tf.fill(tf.shape(labels), IGNORE_LABEL)), keep
 
 
+def background_log_ratio(probabilities):
+    """log p(background) - log max p(foreground) per pixel (probabilities floored at 1e-12).
+
+    Args:
+      probabilities: float `[..., C]` class probabilities (class 0 the background).
+
+    Returns:
+      float `[...]` of the same dtype: positive where the argmax is the background.
+    """
+    probabilities = tf.convert_to_tensor(probabilities)
+    tiny = tf.constant(1e-12, probabilities.dtype)
+    return (tf.math.log(tf.maximum(probabilities[..., 0], tiny))
+            - tf.math.log(tf.maximum(tf.reduce_max(probabilities[..., 1:], axis=-1), tiny)))
+
+
 def background_log_ratios(probabilities, max_pixels=4096):
     """log p(background) - log max p(foreground) of (a strided sample of) an image's pixels.
 
@@ -98,9 +113,7 @@ def background_log_ratios(probabilities, max_pixels=4096):
     height, width = probabilities.shape[:2]
     stride = max(1, int(np.ceil(np.sqrt(height * width / max_pixels))))
     sample = probabilities[::stride, ::stride].reshape(-1, probabilities.shape[-1])
-    tiny = 1e-12
-    return (np.log(np.maximum(sample[:, 0], tiny))
-            - np.log(np.maximum(sample[:, 1:].max(-1), tiny)))
+    return background_log_ratio(sample).numpy()
 
 
 def background_bias_for_share(log_ratios, share):
@@ -154,11 +167,8 @@ def background_band(probabilities, bias):
     Returns:
       bool `[...]`: where `log p_0 - log max_{c>0} p_c` lies between 0 and `bias`.
     """
-    probabilities = tf.convert_to_tensor(probabilities)
-    tiny = tf.constant(1e-12, probabilities.dtype)
-    ratio = (tf.math.log(tf.maximum(probabilities[..., 0], tiny))
-             - tf.math.log(tf.maximum(tf.reduce_max(probabilities[..., 1:], axis=-1), tiny)))
-    bias = tf.cast(bias, probabilities.dtype)
+    ratio = background_log_ratio(probabilities)
+    bias = tf.cast(bias, ratio.dtype)
     return (ratio > tf.minimum(bias, 0.0)) & (ratio <= tf.maximum(bias, 0.0))
 
 
