@@ -7,6 +7,7 @@ import tensorflow as tf
 from numpy_reference import numpy_bilinear_align_corners
 
 from wss import resize
+from wss.data.records import IGNORE_LABEL
 from wss.method import gradcam, losses, sgc
 
 
@@ -72,6 +73,34 @@ def test_unlabelled_loss_matches_numpy():
     ce = -(targets.astype(np.float64) * np_log_softmax(strong.astype(np.float64))).sum(-1)
     expected = 0.7 * (ce * valid * pixel_weights).sum() / valid.sum()
     np.testing.assert_allclose(loss, expected, rtol=1e-5)
+
+
+def test_offline_unlabelled_loss_is_the_cross_entropy_of_upsampled_logits():
+    """L_u on offline labels at the image size: logits upsampled as L_s's, labels as they are."""
+    rng = np.random.default_rng(5)
+    strong = rng.normal(scale=2.0, size=(2, 5, 6, 4)).astype(np.float32)
+    labels = rng.integers(0, 4, (2, 17, 21))
+    labels[0, :3] = IGNORE_LABEL
+    strong_valid = np.ones((2, 17, 21), np.float32)
+    strong_valid[0, 9:, :] = 0.0  # padding
+    strong_valid[1, 2:8, 4:12] = 0.0  # CutOut square
+    loss = losses.offline_unlabelled_loss(labels, strong, strong_valid, weight=0.7).numpy()
+    log_probs = np_log_softmax(numpy_bilinear_align_corners(strong, 17, 21))
+    known = labels != IGNORE_LABEL
+    ce = -np.take_along_axis(log_probs, np.where(known, labels, 0)[..., None], -1)[..., 0]
+    # The denominator counts every valid pixel, ignored labels too (as `unlabelled_loss`).
+    expected = 0.7 * (ce * strong_valid * known).sum() / strong_valid.sum()
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    # At the decoder's stride the same labels give another loss: the resolution matters.
+    rows = np.round(np.arange(5) * 16 / 4).astype(int)
+    cols = np.round(np.arange(6) * 20 / 5).astype(int)
+    small = labels[:, rows][:, :, cols]
+    one_hot = np.eye(4, dtype=np.float32)[np.where(small == IGNORE_LABEL, 0, small)]
+    coarse = losses.unlabelled_loss(one_hot, strong, strong_valid,
+                                    pixel_weights=(small != IGNORE_LABEL).astype(np.float32),
+                                    weight=0.7).numpy()
+    assert abs(coarse - loss) > 1e-3
+    assert losses.offline_unlabelled_loss(labels, strong, np.zeros_like(strong_valid)) == 0.0
 
 
 def test_unlabelled_loss_gradient_only_to_strong_logits():

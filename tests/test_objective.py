@@ -173,3 +173,35 @@ def test_cutmix_in_weak_mode_fails_naming_the_binding():
     pseudo = {"targets": tf.zeros([BATCH, 9, 9, NUM_CLASSES]), "pixel_weights": None}
     with pytest.raises(ValueError, match="StrongViewConfig.cutmix_area"):
         objective.compute_losses(labelled, unlabelled, pseudo)
+
+
+def test_offline_labels_at_the_image_resolution_train_the_upsampled_strong_logits():
+    """`offline_label_resolution='image'`: L_u is L_s's cross-entropy on the strong view."""
+    from wss.method import losses
+
+    keras.utils.set_random_seed(0)
+    model, head = _deeplab_pair(classifier_dropout_rate=0.0, aspp_dropout_rate=0.0)
+    labelled, unlabelled = _batches(0)
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, NUM_CLASSES, (BATCH, SIZE, SIZE)).astype(np.int32)
+    labels[1, :5] = 255
+    strong_valid = np.ones((BATCH, SIZE, SIZE), np.float32)
+    strong_valid[0, 3:11, 6:14] = 0  # A CutOut square.
+    unlabelled = dict(unlabelled, label=tf.constant(labels),
+                      strong_valid=tf.constant(strong_valid))
+    results = {}
+    for resolution in ("image", "decoder"):
+        objective = PseudoSegObjective(model, head, mode="semi", use_sgc_loss=False,
+                                       use_classification_loss=False, offline_labels=True,
+                                       offline_label_resolution=resolution,
+                                       unlabelled_weight=0.5)
+        pseudo = objective.pseudo_label_pass(unlabelled)
+        _, named, strong = objective.compute_losses(labelled, unlabelled, pseudo)
+        results[resolution] = (named["loss_u"].numpy(), strong["logits"])
+    loss, logits = results["image"]
+    expected = losses.offline_unlabelled_loss(labels, logits, strong_valid, weight=0.5)
+    np.testing.assert_allclose(loss, expected.numpy(), rtol=1e-5)
+    assert abs(results["decoder"][0] - loss) > 1e-4  # The default samples the labels.
+    with pytest.raises(ValueError, match="PseudoSegObjective.offline_label_resolution"):
+        PseudoSegObjective(model, head, mode="semi", offline_labels=True,
+                           offline_label_resolution="full")

@@ -340,7 +340,8 @@ def test_the_namer_is_fit_on_the_labelled_objects_or_warns(tiny_data, monkeypatc
 def test_offline_bindings_do_not_change_the_teacher():
     base = "train.mode = 'semi'\ntrain.seed = 0\n"
     offline = base + ("train.offline_pseudo_labels = True\n"
-                      "offline_pseudo_labels.crop_size = (57, 57)\n")
+                      "offline_pseudo_labels.crop_size = (57, 57)\n"
+                      "PseudoSegObjective.offline_label_resolution = 'image'\n")
     assert (teacher_stage.teacher_cache_name(base, ["x"])
             == teacher_stage.teacher_cache_name(offline, ["x"]))
 

@@ -11,6 +11,7 @@ average over clones. Logits are cast to float32 inside each loss (mixed precisio
 | --- | --- | --- | --- |
 | L_s  | `supervised_loss` | any, upsampled to the label size | int `[B, H, W]`, 255 ignored |
 | L_u  | `unlabelled_loss` | decoder resolution `[B, h, w, C]` | pseudo labels `[B, h, w, C]` |
+| L_u, offline | `offline_unlabelled_loss` | any, upsampled to the label size | int `[B, H, W]` |
 | L_x  | `classification_loss` | `[B, C - 1]` | multi-hot `[B, C - 1]` |
 | L_sa | `sgc_loss` | CAM resolution, upsampled to the label size | int labels `[B, H, W]` |
 
@@ -109,6 +110,34 @@ def unlabelled_loss(pseudo_labels, strong_logits, strong_valid, pixel_weights=No
         masked = masked * tf.stop_gradient(tf.cast(pixel_weights, tf.float32))
     loss = _div_maybe_zero(tf.reduce_sum(losses * masked), tf.reduce_sum(valid))
     return weight * loss
+
+
+def offline_unlabelled_loss(labels, strong_logits, strong_valid, weight=1.0):
+    """L_u against offline hard labels at the image resolution, as L_s is computed.
+
+    The strong view's logits are upsampled to the labels' size (bilinear, aligned corners:
+    `pixel_cross_entropy`'s, DeepLab's `upsample_logits`) and compared with the labels there,
+    instead of the labels being sampled at the decoder's stride (`unlabelled_loss`, whose
+    online targets only exist there). `sum(CE * valid * known) / sum(valid)`: the denominator
+    counts the valid pixels, ignored labels included, as `unlabelled_loss`'s does.
+
+    Args:
+      labels: int `[B, H, W]` offline pseudo labels of the strong view; `IGNORE_LABEL` ignored.
+      strong_logits: `[B, h, w, C]` strong-view decoder logits.
+      strong_valid: `[B, H, W]` mask of the strong view's real pixels (padding and CutOut 0).
+      weight: multiplier of the loss (`PseudoSegObjective.unlabelled_weight`).
+
+    Returns:
+      float32 scalar, `weight` times the mean over this replica's valid pixels.
+    """
+    labels = tf.cast(labels, tf.int32)
+    logits = resize.resize_like(tf.cast(strong_logits, tf.float32), labels[..., tf.newaxis])
+    valid = tf.cast(strong_valid, tf.float32)
+    known = tf.not_equal(labels, IGNORE_LABEL)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=tf.where(known, labels, tf.zeros_like(labels)), logits=logits)
+    masked = valid * tf.cast(known, tf.float32)
+    return weight * _div_maybe_zero(tf.reduce_sum(losses * masked), tf.reduce_sum(valid))
 
 
 def classification_loss(cls_logits, class_labels):

@@ -121,6 +121,10 @@ class PseudoSegObjective:
         (`wss.method.offline_labels`, `train.offline_pseudo_labels`): no weak-view pass is run,
         and L_u trains the strong view towards its one-hot label (weight 0 where it is the
         ignore label). Set by the task; `teacher_mirror` and `pseudo_labels` are then unused.
+      offline_label_resolution: where L_u meets the offline labels: 'decoder' (the labels
+        sampled at the decoder's stride, one-hot, as online targets are) or 'image' (the
+        strong view's logits upsampled to the labels' size, as L_s does:
+        `losses.offline_unlabelled_loss`). Unused without offline labels.
 
     Raises:
       ValueError: for a bad mode, a mode without an SGC head, `teacher_mirror` with the fusion
@@ -134,10 +138,13 @@ class PseudoSegObjective:
                  classifier_threshold=0.5, weight_decay=4e-5, num_bins=15, pseudo_labels=None,
                  unlabelled_weight=1.0, mask_align_corners=True, regularize_depthwise=False,
                  weight_decay_exclude=(), teacher=None, teacher_mirror=False,
-                 offline_labels=False):
+                 offline_labels=False, offline_label_resolution="decoder"):
         if mode not in MODES:
             raise ValueError(f"PseudoSegObjective.mode={mode!r}; choose one of {MODES}")
         self.offline_labels = bool(offline_labels)
+        self.offline_label_resolution = config_lib.check_choice(
+            "PseudoSegObjective.offline_label_resolution", offline_label_resolution,
+            ("decoder", "image"))
         if self.offline_labels and (mode != "semi" or teacher is not None):
             raise ValueError(f"offline pseudo labels (train.offline_pseudo_labels) replace the "
                              f"online ones of train.mode 'semi' without an EMA teacher; got "
@@ -319,11 +326,15 @@ class PseudoSegObjective:
         if self.makes_pseudo_labels:
             images, valid, targets, weights = self._strong_batch(unlabelled, pseudo)
             strong = self.model(images, training=True)
-            if self.offline_labels:  # One-hot labels at the strong logits' resolution.
-                targets, weights = _one_hot_targets(targets, strong["logits"])
-            named["loss_u"] = losses.unlabelled_loss(
-                targets, strong["logits"], valid, pixel_weights=weights,
-                weight=self.unlabelled_weight, mask_align_corners=self.mask_align_corners)
+            if self.offline_labels and self.offline_label_resolution == "image":
+                named["loss_u"] = losses.offline_unlabelled_loss(
+                    targets, strong["logits"], valid, weight=self.unlabelled_weight)
+            else:
+                if self.offline_labels:  # One-hot labels at the strong logits' resolution.
+                    targets, weights = _one_hot_targets(targets, strong["logits"])
+                named["loss_u"] = losses.unlabelled_loss(
+                    targets, strong["logits"], valid, pixel_weights=weights,
+                    weight=self.unlabelled_weight, mask_align_corners=self.mask_align_corners)
             if self.use_classification_loss and self.mode == "weak":
                 named["loss_x"] = losses.classification_loss(strong["cls_logits"],
                                                              unlabelled["class_labels"])

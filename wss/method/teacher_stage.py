@@ -59,7 +59,8 @@ _KEY_IGNORES_PARAMETERS = frozenset({
     ("train", "unlabelled_split"), ("train", "log_every"), ("train", "summary_every"),
     ("train", "image_summary_every"), ("train", "checkpoint_every"), ("train", "max_to_keep"),
     ("train", "share_as_teacher"), ("PseudoSegObjective", "unlabelled_weight"),
-    ("PseudoSegObjective", "teacher_mirror"), ("train", "offline_pseudo_labels")})
+    ("PseudoSegObjective", "teacher_mirror"), ("PseudoSegObjective", "offline_label_resolution"),
+    ("train", "offline_pseudo_labels")})
 
 _MARKER = "teacher.json"
 
