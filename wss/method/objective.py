@@ -125,9 +125,9 @@ class PseudoSegObjective:
         sampled at the decoder's stride, one-hot, as online targets are) or 'image' (the
         strong view's logits upsampled to the labels' size, as L_s does:
         `losses.offline_unlabelled_loss`). Unused without offline labels. Measured on
-        `random_colours`, 3 paired seeds (benchmarks/RESULTS.md, forty-third session): 'image'
-        moved the final students by +0.06, -1.37 and +3.78 points (the last against a
-        default run 4 points below its other seeds), so 'decoder' stays the default.
+        `random_colours`, 5 paired seeds (benchmarks/RESULTS.md, forty-third session): 'image'
+        moved the final students by +0.06, -1.37, +3.78, -1.10 and -0.92 points (+0.09 on
+        the mean), so 'decoder' stays the default.
 
     Raises:
       ValueError: for a bad mode, a mode without an SGC head, `teacher_mirror` with the fusion
