@@ -50,6 +50,15 @@ def pixel_cross_entropy(logits, labels, ignore_label=IGNORE_LABEL, upsample=True
     Returns:
       float32 scalar: sum of pixel losses / number of non-ignored pixels (0 if none).
     """
+    losses, keep = _pixel_losses(logits, labels, ignore_label, upsample)
+    return _div_maybe_zero(tf.reduce_sum(losses * keep), tf.reduce_sum(keep))
+
+
+def _pixel_losses(logits, labels, ignore_label=IGNORE_LABEL, upsample=True):
+    """Per-pixel cross-entropy `[B, H, W]` and the float mask of non-ignored labels.
+
+    Args and upsampling as `pixel_cross_entropy`'s (which averages these over the mask).
+    """
     labels = tf.convert_to_tensor(labels)
     if labels.shape.rank == 4:
         labels = labels[..., 0]
@@ -60,8 +69,7 @@ def pixel_cross_entropy(logits, labels, ignore_label=IGNORE_LABEL, upsample=True
     keep = tf.not_equal(labels, ignore_label)
     safe_labels = tf.where(keep, labels, tf.zeros_like(labels))
     losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=logits)
-    keep = tf.cast(keep, tf.float32)
-    return _div_maybe_zero(tf.reduce_sum(losses * keep), tf.reduce_sum(keep))
+    return losses, tf.cast(keep, tf.float32)
 
 
 def supervised_loss(logits, labels, ignore_label=IGNORE_LABEL):
@@ -130,14 +138,9 @@ def offline_unlabelled_loss(labels, strong_logits, strong_valid, weight=1.0):
     Returns:
       float32 scalar, `weight` times the mean over this replica's valid pixels.
     """
-    labels = tf.cast(labels, tf.int32)
-    logits = resize.resize_like(tf.cast(strong_logits, tf.float32), labels[..., tf.newaxis])
+    losses, known = _pixel_losses(strong_logits, labels)
     valid = tf.cast(strong_valid, tf.float32)
-    known = tf.not_equal(labels, IGNORE_LABEL)
-    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.where(known, labels, tf.zeros_like(labels)), logits=logits)
-    masked = valid * tf.cast(known, tf.float32)
-    return weight * _div_maybe_zero(tf.reduce_sum(losses * masked), tf.reduce_sum(valid))
+    return weight * _div_maybe_zero(tf.reduce_sum(losses * known * valid), tf.reduce_sum(valid))
 
 
 def classification_loss(cls_logits, class_labels):
