@@ -6,9 +6,14 @@ draw (14 x 5 = 70 categories), so the categories include the classes of both syn
 segmentation sets (`wss.data.synthetic`) and many more, as ImageNet's 1000 categories include
 VOC's 20. Each image shows one large object near the centre with random colours (two per
 object), size, rotation, texture orientation and texture scale, on a smooth noisy background
-with straight-line clutter. (Version 1 drew 1-3 smaller objects per image with multi-label
-targets; the demo network learned next to nothing from it within its pretraining budget, while
-it learns this version's categories steadily: measured, see the README.)
+with clutter (up to two straight lines and an irregular blob of any texture) and, as
+photographs show their subject among other things, 0-2 other objects of any category beside
+it, partly in view, behind it or (three times in ten) in front of its edge. The label is the
+central object's category. Version 1 drew 1-3 smaller objects per image with multi-label
+targets; the demo network learned next to nothing from it within its pretraining budget.
+Version 2 showed the object alone with line clutter; this version's context lifts what the
+segmentation runs get from the pretraining by several points (measured: see the README,
+"Pretraining").
 
 The set is generated independently of the segmentation sets (its own seed stream and salt), so
 no image is shared with them. Records use the project's schema (`wss.data.records`): an image
@@ -28,7 +33,7 @@ import numpy as np
 from wss import cache
 from wss.data import drawing
 
-VERSION = 2
+VERSION = 3
 CATEGORY_NAMES = tuple(f"{s}_{t}" for s in drawing.SHAPES for t in drawing.TEXTURES)
 # Records' class ids are 1..len(CATEGORY_NAMES); 0 stays free as in a segmentation set.
 NUM_CLASSES = len(CATEGORY_NAMES) + 1
@@ -49,22 +54,32 @@ def render_example(rng, height=64, width=64):
     """
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float64)
     image = drawing.textured_background(rng, height, width)
-    for _ in range(int(rng.integers(0, 3))):
-        y0, x0, y1, x1 = rng.uniform(0, max(height, width), size=4)
-        length = max(np.hypot(y1 - y0, x1 - x0), 1e-6)
-        dist = np.abs((x1 - x0) * (y0 - yy) - (x0 - xx) * (y1 - y0)) / length
-        image[dist < rng.uniform(0.6, 1.8)] = rng.uniform(0, 255, size=3)
+    side = min(height, width)
+    drawing.draw_clutter(rng, image, yy, xx, blob_texture=str(rng.choice(drawing.TEXTURES)),
+                         blob_scale=side / 64.0)
     category = int(rng.integers(1, NUM_CLASSES))
-    shape = drawing.SHAPES[(category - 1) // len(drawing.TEXTURES)]
-    texture = drawing.TEXTURES[(category - 1) % len(drawing.TEXTURES)]
-    radius = rng.uniform(0.33, 0.48) * min(height, width)
+    radius = rng.uniform(0.33, 0.48) * side
     cy = rng.uniform(0.4, 0.6) * height
     cx = rng.uniform(0.4, 0.6) * width
-    region = drawing.shape_mask(shape, yy, xx, cy, cx, radius, rng.uniform(0, 2 * np.pi))
-    a, b = drawing.random_colour_pair(rng)
-    pattern = drawing.texture(rng, texture, yy, xx, scale=rng.uniform(0.7, 1.4))
-    image[region & pattern] = a
-    image[region & ~pattern] = b
+    # Context: 0-2 other objects of any category beside the central one, partly in view, each
+    # drawn behind it or (three times in ten) in front of its edge.
+    behind, in_front = [], []
+    for _ in range(int(rng.integers(0, 3))):
+        other_radius = rng.uniform(0.2, 0.4) * side
+        angle = rng.uniform(0, 2 * np.pi)
+        distance = radius + other_radius * rng.uniform(0.3, 1.0)
+        other = (int(rng.integers(1, NUM_CLASSES)), other_radius,
+                 cy + distance * np.sin(angle), cx + distance * np.cos(angle))
+        (in_front if rng.uniform() < 0.3 else behind).append(other)
+    for object_category, object_radius, oy, ox in behind + [(category, radius, cy, cx)] + in_front:
+        shape = drawing.SHAPES[(object_category - 1) // len(drawing.TEXTURES)]
+        texture = drawing.TEXTURES[(object_category - 1) % len(drawing.TEXTURES)]
+        region = drawing.shape_mask(shape, yy, xx, oy, ox, object_radius,
+                                    rng.uniform(0, 2 * np.pi))
+        a, b = drawing.random_colour_pair(rng)
+        pattern = drawing.texture(rng, texture, yy, xx, scale=rng.uniform(0.7, 1.4))
+        image[region & pattern] = a
+        image[region & ~pattern] = b
     image += rng.normal(0, 6, size=image.shape)
     return np.clip(np.round(image), 0, 255).astype(np.uint8), category
 
