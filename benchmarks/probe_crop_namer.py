@@ -26,23 +26,21 @@ from wss.method import crop_classifier, object_naming
 def object_crops(data_dir, pattern, split_file, num_classes, crop_size, min_pixels, margin):
     """Crops of every object (a connected region of one class) of a set's masks.
 
+    `wss.method.object_naming.object_crops` over the set's images, as `CropNamer.fit` cuts
+    out its references.
+
     Returns:
       `(crops float32 [N, h, w, 3], class ids [N], pixel counts [N])`.
     """
     spec = pipeline.DatasetSpec(os.path.join(data_dir, pattern),
                                 os.path.join(data_dir, split_file) if split_file else None)
-    crops, classes, sizes = [], [], []
-    for batch in pipeline.eval_dataset(spec, num_classes=num_classes, batch_size=1):
-        image, mask = batch["image"][0].numpy(), np.squeeze(batch["label"][0].numpy())
-        regions, region_classes = object_naming.connected_regions(mask, num_classes, min_pixels)
-        if regions:
-            boxes = object_naming.square_boxes(regions, margin)
-            crops.append(object_naming.crop_regions(image, boxes, crop_size).numpy())
-            classes.extend(region_classes)
-            sizes.extend(int(region.sum()) for region in regions)
-    if not classes:
+    examples = ((batch["image"][0].numpy(), np.squeeze(batch["label"][0].numpy()))
+                for batch in pipeline.eval_dataset(spec, num_classes=num_classes, batch_size=1))
+    crops, classes, sizes = object_naming.object_crops(examples, num_classes, crop_size, margin,
+                                                       min_pixels)
+    if not classes.size:
         raise ValueError(f"no object of {min_pixels} pixels or more in {data_dir}/{pattern}")
-    return np.concatenate(crops), np.asarray(classes), np.asarray(sizes)
+    return crops.numpy(), classes, sizes
 
 
 def main():

@@ -171,6 +171,32 @@ def ridge_scores(features, ridge):
     return design @ weights
 
 
+def object_crops(examples, num_classes, crop_size, margin, min_pixels):
+    """The crops of every object of labelled masks: connected regions of one class.
+
+    Args:
+      examples: iterable of (image `[H, W, 3]` in [0, 255], mask `[H, W]` with class ids and
+        the ignore label).
+      num_classes: classes including background.
+      crop_size: (height, width) of the crops.
+      margin: pixels around each region's bounding square.
+      min_pixels: smaller regions are left out.
+
+    Returns:
+      `(crops float32 [N, crop height, crop width, 3], class ids int [N], pixel counts
+      int [N])`, in the examples' order and within each as `connected_regions` orders them.
+    """
+    crops, classes, sizes = [], [], []
+    for image, mask in examples:
+        regions, region_classes = connected_regions(mask, num_classes, min_pixels)
+        if regions:
+            crops.append(crop_regions(image, square_boxes(regions, margin), crop_size))
+            classes.extend(region_classes)
+            sizes.extend(int(region.sum()) for region in regions)
+    crops = tf.concat(crops, axis=0) if crops else tf.zeros([0, *crop_size, 3], tf.float32)
+    return crops, np.asarray(classes, np.int64), np.asarray(sizes, np.int64)
+
+
 def rename_regions(probabilities, regions, scores, temperature, min_confidence=0.0):
     """The teacher's argmax with each region renamed (step 4 of the module docstring).
 
@@ -246,17 +272,12 @@ class CropNamer:
         Raises:
           ValueError: when no labelled object has `min_pixels` pixels or more.
         """
-        crops, classes = [], []
-        for image, mask in examples:
-            regions, region_classes = connected_regions(mask, self.num_classes,
-                                                        self.min_pixels)
-            if regions:
-                crops.append(self._crops(image, regions))
-                classes.extend(region_classes)
-        if not classes:
+        crops, classes, _ = object_crops(examples, self.num_classes, self.crop_size,
+                                         self.margin, self.min_pixels)
+        if not classes.size:
             raise ValueError(f"no labelled object of {self.min_pixels} pixels or more to learn "
                              f"the crops' classes from (offline_pseudo_labels.min_pixels)")
-        self.scorer.fit(tf.concat(crops, axis=0), np.asarray(classes))
+        self.scorer.fit(crops, classes)
         self.num_references = len(classes)
         return self.num_references
 
