@@ -90,48 +90,34 @@ def read_masks(pattern, num_classes):
     return masks
 
 
-def label_and_predict(run_dir, round_dir, masks, num_classes):
-    """The offline labels of `round_dir`'s images and its final student's argmax on them.
+def predict(model, checkpoint_dir, spec, masks, num_classes):
+    """A run's argmax on the images of `spec`, with their true masks and `spec`'s labels.
 
     Args:
-      run_dir: the run whose config builds the model.
-      round_dir: a directory with `pseudo_labels/` and the student's checkpoints (the run's
-        own directory, or `round_N` inside it).
+      model: a DeepLab model built by the run's config (its weights are restored here).
+      checkpoint_dir: a log directory whose latest checkpoint is restored (a run, or a round
+        `round_N` inside one).
+      spec: the images (a round's `pseudo_labels/` records, whose labels are returned too).
       masks: `read_masks` of the set.
       num_classes: classes including background.
 
     Returns:
-      Flat int arrays `(masks, labels, predictions)` over the labelled images.
+      Flat int arrays `(masks, labels, predictions)` over the images of `spec`.
 
     Raises:
-      SystemExit: when a labelled image has no true mask in `--masks`.
+      SystemExit: when an image of `spec` has no true mask in `--masks`.
     """
-    model, _ = experiment.build_models(num_classes=num_classes, with_sgc_head=False)
-    experiment.restore_models(experiment.latest_checkpoint_path(round_dir), model)
-    spec = self_training.pseudo_label_spec(self_training.pseudo_label_dir(round_dir))
+    experiment.restore_models(experiment.latest_checkpoint_path(checkpoint_dir), model)
     true, labels, predictions = [], [], []
     for batch in pipeline.eval_dataset(spec, num_classes=num_classes, batch_size=1):
         image_id = records.image_id(batch["filename"][0].numpy())
         if image_id not in masks:
-            raise SystemExit(f"{run_dir}: image {image_id} of its labels has no mask in --masks")
+            raise SystemExit(f"{spec.file_pattern}: image {image_id} has no mask in --masks")
         probabilities = evaluator.predict_probabilities(model, batch["image"])
         true.append(masks[image_id].ravel())
         labels.append(np.squeeze(batch["label"][0].numpy()).ravel())
         predictions.append(tf.argmax(probabilities[0], -1).numpy().ravel())
     return np.concatenate(true), np.concatenate(labels), np.concatenate(predictions)
-
-
-def predict(run_dir, spec, masks, num_classes):
-    """Another run's argmax on the images of `spec`, and their true masks (flat)."""
-    experiment.parse_experiment_config(checkpoint_dir=run_dir)
-    model, _ = experiment.build_models(num_classes=num_classes, with_sgc_head=False)
-    experiment.restore_models(experiment.latest_checkpoint_path(run_dir), model)
-    true, predictions = [], []
-    for batch in pipeline.eval_dataset(spec, num_classes=num_classes, batch_size=1):
-        probabilities = evaluator.predict_probabilities(model, batch["image"])
-        true.append(masks[records.image_id(batch["filename"][0].numpy())].ravel())
-        predictions.append(tf.argmax(probabilities[0], -1).numpy().ravel())
-    return np.concatenate(true), np.concatenate(predictions)
 
 
 def main():
@@ -144,6 +130,7 @@ def main():
     experiment.parse_experiment_config(checkpoint_dir=args.run_dir)
     num_classes = gin.query_parameter("%NUM_CLASSES")
     masks = read_masks(args.masks, num_classes)
+    model, _ = experiment.build_models(num_classes=num_classes, with_sgc_head=False)
     rounds = sorted((name for name in os.listdir(args.run_dir) if name.startswith("round_")),
                     key=lambda name: int(name.split("_")[1]))
     print("| round | labels' mIoU | student's mIoU | labels right / other class / background "
@@ -152,10 +139,11 @@ def main():
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name in rounds + ["final"]:
         round_dir = args.run_dir if name == "final" else os.path.join(args.run_dir, name)
-        if self_training.read_marker(self_training.pseudo_label_dir(round_dir)) is None:
+        label_dir = self_training.pseudo_label_dir(round_dir)
+        if self_training.read_marker(label_dir) is None:
             raise SystemExit(f"{round_dir}: no complete offline labels (pseudo_labels/)")
-        r = fit_report(*label_and_predict(args.run_dir, round_dir, masks, num_classes),
-                       num_classes)
+        spec = self_training.pseudo_label_spec(label_dir)
+        r = fit_report(*predict(model, round_dir, spec, masks, num_classes), num_classes)
         print(f"| {name} | {100 * r['labels_miou']:.2f} | {100 * r['student_miou']:.2f} | "
               f"{100 * r['label_right']:.1f} / {100 * r['label_other_class']:.1f} / "
               f"{100 * r['label_background']:.1f}% | "
@@ -163,9 +151,10 @@ def main():
               f"{100 * r['student_right_where_label_other']:.1f}%, "
               f"{100 * r['student_follows_label_other']:.1f}% | "
               f"{100 * r['student_right_where_label_background']:.1f}% |")
-    spec = self_training.pseudo_label_spec(self_training.pseudo_label_dir(args.run_dir))
-    for run_dir in args.compare:
-        true, predictions = predict(run_dir, spec, masks, num_classes)
+    for run_dir in args.compare:  # On the last round's images (`spec`).
+        experiment.parse_experiment_config(checkpoint_dir=run_dir)
+        other, _ = experiment.build_models(num_classes=num_classes, with_sgc_head=False)
+        true, _, predictions = predict(other, run_dir, spec, masks, num_classes)
         r = fit_report(true, None, predictions, num_classes)
         print(f"{run_dir}: mIoU {100 * r['student_miou']:.2f} on the same images")
 
