@@ -205,3 +205,36 @@ def test_offline_labels_at_the_image_resolution_train_the_upsampled_strong_logit
     with pytest.raises(ValueError, match="PseudoSegObjective.offline_label_resolution"):
         PseudoSegObjective(model, head, mode="semi", offline_labels=True,
                            offline_label_resolution="full")
+
+
+def test_offline_image_labels_train_the_strong_view_classifier_on_the_labels_classes():
+    """`offline_image_labels=True`: L_x on the strong view, classes named in its valid pixels."""
+    keras.utils.set_random_seed(0)
+    model, head = _deeplab_pair(classifier_dropout_rate=0.0, aspp_dropout_rate=0.0)
+    labelled, unlabelled = _batches(0)
+    labels = np.zeros((BATCH, SIZE, SIZE), np.int32)
+    labels[0, :4, :4] = 2
+    labels[0, 10:, 10:] = 3
+    labels[1, :5] = 255
+    labels[1, 5:8, 5:8] = NUM_CLASSES - 1
+    strong_valid = np.ones((BATCH, SIZE, SIZE), np.float32)
+    strong_valid[0, 10:, 10:] = 0  # Class 3 is cut out of image 0's view.
+    unlabelled = dict(unlabelled, label=tf.constant(labels),
+                      strong_valid=tf.constant(strong_valid))
+    objective = PseudoSegObjective(model, head, mode="semi", use_sgc_loss=False,
+                                   offline_labels=True, offline_image_labels=True)
+    pseudo = objective.pseudo_label_pass(unlabelled)
+    total, named, strong = objective.compute_losses(labelled, unlabelled, pseudo)
+    np.testing.assert_allclose(total.numpy(), sum(v.numpy() for v in named.values()), rtol=1e-5)
+    hot = np.zeros((BATCH, NUM_CLASSES - 1))
+    hot[0, 1] = 1
+    hot[1, NUM_CLASSES - 2] = 1
+    z = strong["cls_logits"].numpy().astype(np.float64)
+    expected = np.mean(np.maximum(z, 0) - z * hot + np.log1p(np.exp(-np.abs(z))))
+    np.testing.assert_allclose(named["loss_x_u"].numpy(), expected, rtol=1e-5)
+    default = PseudoSegObjective(model, head, mode="semi", use_sgc_loss=False,
+                                 offline_labels=True)
+    assert "loss_x_u" not in default.compute_losses(labelled, unlabelled, pseudo)[1]
+    with pytest.raises(ValueError, match="PseudoSegObjective.offline_image_labels"):
+        PseudoSegObjective(model, head, mode="semi", offline_labels=True,
+                           offline_image_labels="yes")

@@ -83,6 +83,22 @@ def mix_with_partner(tensor, keep):
     return keep * tensor + (1 - keep) * partner
 
 
+def _offline_class_labels(labels, valid, num_classes):
+    """Image-level labels of offline pseudo labels: the foreground classes named in the view.
+
+    Args:
+      labels: int `[B, H, W]` offline labels (the ignore label and background name no class).
+      valid: `[B, H, W]` the strong view's valid pixels (CutOut's square and padding are 0).
+      num_classes: classes including background.
+
+    Returns:
+      float32 multi-hot `[B, C - 1]` (class c -> index c - 1), as `records.multi_hot`.
+    """
+    labels = tf.where(tf.cast(valid, tf.bool), tf.cast(labels, tf.int32), num_classes)
+    hot = tf.reduce_max(tf.one_hot(labels, num_classes, dtype=tf.float32), axis=[1, 2])
+    return hot[:, 1:]
+
+
 @gin.configurable(denylist=["model", "sgc_head", "mode", "teacher", "offline_labels"])
 class PseudoSegObjective:
     """Computes the PseudoSeg losses of one replica's batches.
@@ -128,6 +144,11 @@ class PseudoSegObjective:
         `random_colours`, 5 paired seeds (benchmarks/RESULTS.md, forty-third session): 'image'
         moved the final students by +0.06, -1.37, +3.78, -1.10 and -0.92 points (+0.09 on
         the mean), so 'decoder' stays the default.
+      offline_image_labels: with offline labels, also train the classifier (L_x, as in weak
+        mode on the strong view's logits) towards the foreground classes the offline label
+        names inside the strong view's valid pixels (after CutMix, when bound): image-level
+        pseudo labels from the renamed objects (an extension; logged as `loss_x_u` beside the
+        labelled images' `loss_x`). Ignored without offline labels or without L_x.
 
     Raises:
       ValueError: for a bad mode, a mode without an SGC head, `teacher_mirror` with the fusion
@@ -141,10 +162,13 @@ class PseudoSegObjective:
                  classifier_threshold=0.5, weight_decay=4e-5, num_bins=15, pseudo_labels=None,
                  unlabelled_weight=1.0, mask_align_corners=True, regularize_depthwise=False,
                  weight_decay_exclude=(), teacher=None, teacher_mirror=False,
-                 offline_labels=False, offline_label_resolution="decoder"):
+                 offline_labels=False, offline_label_resolution="decoder",
+                 offline_image_labels=False):
         if mode not in MODES:
             raise ValueError(f"PseudoSegObjective.mode={mode!r}; choose one of {MODES}")
         self.offline_labels = bool(offline_labels)
+        self.offline_image_labels = config_lib.check_bool(
+            "PseudoSegObjective.offline_image_labels", offline_image_labels)
         self.offline_label_resolution = config_lib.check_choice(
             "PseudoSegObjective.offline_label_resolution", offline_label_resolution,
             ("decoder", "image"))
@@ -329,6 +353,10 @@ class PseudoSegObjective:
         if self.makes_pseudo_labels:
             images, valid, targets, weights = self._strong_batch(unlabelled, pseudo)
             strong = self.model(images, training=True)
+            if self.offline_labels and self.offline_image_labels and self.use_classification_loss:
+                named["loss_x_u"] = losses.classification_loss(
+                    strong["cls_logits"],
+                    _offline_class_labels(targets, valid, self.model.num_classes))
             if self.offline_labels and self.offline_label_resolution == "image":
                 named["loss_u"] = losses.offline_unlabelled_loss(
                     targets, strong["logits"], valid, weight=self.unlabelled_weight)

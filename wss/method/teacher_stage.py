@@ -60,6 +60,7 @@ _KEY_IGNORES_PARAMETERS = frozenset({
     ("train", "image_summary_every"), ("train", "checkpoint_every"), ("train", "max_to_keep"),
     ("train", "share_as_teacher"), ("PseudoSegObjective", "unlabelled_weight"),
     ("PseudoSegObjective", "teacher_mirror"), ("PseudoSegObjective", "offline_label_resolution"),
+    ("PseudoSegObjective", "offline_image_labels"),
     ("train", "offline_pseudo_labels")})
 
 _MARKER = "teacher.json"
